@@ -1,0 +1,5 @@
+import sys
+
+from pagerfs.cli import main
+
+sys.exit(main())

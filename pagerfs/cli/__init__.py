@@ -1,0 +1,44 @@
+"""The `pagerfs` command: one argparse front end, subcommands defined beside it.
+
+Exit statuses (all subcommands): 0 success; 1 damage found (verify, cat, corrupt
+reports); 2 bad usage, or an image, mountpoint or dependency that cannot be used.
+Every failure is one line on stderr, `pagerfs: ...`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pagerfs import __version__
+from pagerfs.cli import image_commands, mount_commands
+from pagerfs.cli.common import CommandError, EXIT_UNUSABLE, fail
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pagerfs",
+        description="A FUSE filesystem whose files are simulated Zircon pager-backed VMOs.",
+    )
+    parser.add_argument("--version", action="version", version=f"pagerfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    image_commands.add_parsers(sub)
+    mount_commands.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except CommandError as err:
+        return fail(str(err), err.exit_status)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except BrokenPipeError:
+        # `pagerfs cat ... | head` is normal use, not an error worth a line.
+        sys.stderr.close()
+        return 0
+    except OSError as err:
+        return fail(f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}", EXIT_UNUSABLE)
