@@ -1,0 +1,259 @@
+"""Fault-injection rules: parse, format, and decide which requests they hit.
+
+A rule is written the way `setfattr -v` takes it:
+
+    pages=A-B error=E [count=N] [probability=P seed=S] [delay_ms=D]
+
+Pages count from 0 and are inclusive. E is one of IO, IO_DATA_INTEGRITY, BAD_STATE (the
+pager FAILs those pages with that status), corrupt (the bytes read from the image for
+those pages are altered, so the store's real checksum catches them) or none (with
+delay_ms: a slow pager, nothing fails).
+
+Rules act per page request: a request "matches" a rule when its range shares a page with
+the rule. count=N lets a rule fire on its next N matching requests only; probability=P
+fires each matching request with chance P, drawn from the rule's own RNG seeded with S,
+so a given sequence of requests always gives the same outcomes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from typing import Iterable
+
+# The statuses a pager may FAIL with (the contract's step 6), plus the two rule kinds
+# that fail nothing by themselves.
+FAIL_ERRORS = ("IO", "IO_DATA_INTEGRITY", "BAD_STATE")
+ERRORS = FAIL_ERRORS + ("corrupt", "none")
+MAX_DELAY_MS = 60_000
+# A bound that keeps a typo like pages=0-99999999999999 from building huge page sets.
+MAX_PAGE = 2**40
+
+
+class FaultRuleError(ValueError):
+    """A rule that cannot be parsed or does not fit the file it is set on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultRule:
+    first_page: int
+    last_page: int  # inclusive
+    error: str
+    count: int | None = None
+    probability: float | None = None
+    seed: int | None = None
+    delay_ms: int = 0
+
+    @property
+    def npages(self) -> int:
+        return self.last_page - self.first_page + 1
+
+    def overlaps(self, first_page: int, last_page: int) -> bool:
+        return self.first_page <= last_page and first_page <= self.last_page
+
+    def clip(self, first_page: int, last_page: int) -> range:
+        """The rule's pages within [first_page, last_page], as a range (maybe empty)."""
+        return range(max(self.first_page, first_page), min(self.last_page, last_page) + 1)
+
+
+def _int(key: str, text: str, lo: int, hi: int) -> int:
+    if not text.isdigit():
+        raise FaultRuleError(f"{key}={text!r}: expected a non-negative integer")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise FaultRuleError(f"{key}={value}: must be between {lo} and {hi}")
+    return value
+
+
+def _pages(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition("-")
+    a = _int("pages", first, 0, MAX_PAGE)
+    b = _int("pages", last, 0, MAX_PAGE) if sep else a
+    if b < a:
+        raise FaultRuleError(f"pages={text}: the range is backwards")
+    return a, b
+
+
+def _error(text: str) -> str:
+    for name in ERRORS:
+        if text.upper() == name.upper() or text.upper() == "ZX_ERR_" + name.upper():
+            return name
+    raise FaultRuleError(f"error={text!r}: expected one of {', '.join(ERRORS)}")
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise FaultRuleError(f"probability={text!r}: expected a number") from None
+    if not 0.0 < value <= 1.0:  # also refuses nan
+        raise FaultRuleError(f"probability={text}: must be in (0, 1]")
+    return value
+
+
+def parse_rule(text: str | bytes) -> FaultRule:
+    """Parse one rule; raises FaultRuleError with a message fit for a user."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise FaultRuleError("a rule is plain ASCII text") from None
+    fields: dict[str, str] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep or not value:
+            raise FaultRuleError(f"{token!r}: expected key=value")
+        if key in fields:
+            raise FaultRuleError(f"{key} given twice")
+        fields[key] = value
+    unknown = set(fields) - {"pages", "error", "count", "probability", "seed", "delay_ms"}
+    if unknown:
+        raise FaultRuleError(f"unknown key {sorted(unknown)[0]!r}")
+    for required in ("pages", "error"):
+        if required not in fields:
+            raise FaultRuleError(f"{required}= is required")
+    first, last = _pages(fields["pages"])
+    error = _error(fields["error"])
+    count = _int("count", fields["count"], 1, 2**31) if "count" in fields else None
+    probability = _probability(fields["probability"]) if "probability" in fields else None
+    seed = _int("seed", fields["seed"], 0, 2**63) if "seed" in fields else None
+    if seed is not None and probability is None:
+        raise FaultRuleError("seed= only makes sense with probability=")
+    delay_ms = _int("delay_ms", fields["delay_ms"], 0, MAX_DELAY_MS) if "delay_ms" in fields else 0
+    if error == "none" and delay_ms == 0:
+        raise FaultRuleError("error=none does nothing without delay_ms=")
+    return FaultRule(first, last, error, count, probability, seed, delay_ms)
+
+
+def format_rule(rule: FaultRule) -> str:
+    """The canonical text of a rule; parse_rule(format_rule(r)) == r."""
+    pages = str(rule.first_page) if rule.npages == 1 else f"{rule.first_page}-{rule.last_page}"
+    parts = [f"pages={pages}", f"error={rule.error}"]
+    if rule.count is not None:
+        parts.append(f"count={rule.count}")
+    if rule.probability is not None:
+        parts.append(f"probability={rule.probability!r}")
+    if rule.seed is not None:
+        parts.append(f"seed={rule.seed}")
+    if rule.delay_ms:
+        parts.append(f"delay_ms={rule.delay_ms}")
+    return " ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Firing:
+    """What the rules that fired on one request ask the pager to do."""
+
+    # page -> status name, for pages to FAIL outright (first rule added wins)
+    fail: dict[int, str]
+    # pages whose bytes are to be altered before verification
+    corrupt: frozenset[int]
+    delay_ms: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.fail and not self.corrupt and not self.delay_ms
+
+
+NO_FIRING = Firing({}, frozenset(), 0)
+
+
+class _Armed:
+    """A rule plus its state: requests left to fire on and its own RNG."""
+
+    def __init__(self, rule: FaultRule):
+        self.rule = rule
+        self.remaining = rule.count
+        self.rng = random.Random(rule.seed if rule.seed is not None else 0)
+
+    @property
+    def spent(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+    def fire(self) -> bool:
+        """One matching request: does the rule fire on it? Consumes count and RNG."""
+        if self.spent:
+            return False
+        if self.rule.probability is not None and self.rng.random() >= self.rule.probability:
+            return False
+        if self.remaining is not None:
+            self.remaining -= 1
+        return True
+
+
+class FaultSet:
+    """The rules armed on one file. Thread-safe: pager threads fire, the adapter edits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[_Armed] = []
+
+    def add(self, rule: FaultRule) -> None:
+        with self._lock:
+            self._rules.append(_Armed(rule))
+
+    def clear(self) -> list[FaultRule]:
+        """Remove every rule; returns what was removed (to know which pages to drop)."""
+        with self._lock:
+            removed = [armed.rule for armed in self._rules]
+            self._rules = []
+        return removed
+
+    def rules(self) -> list[FaultRule]:
+        with self._lock:
+            return [armed.rule for armed in self._rules]
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._rules)
+
+    def fire(self, first_page: int, last_page: int) -> Firing:
+        """Decide one request for pages [first_page, last_page].
+
+        Every rule that shares a page with the request is asked once, in the order the
+        rules were added; each one that fires applies to its pages within the request.
+        """
+        fail: dict[int, str] = {}
+        corrupt: set[int] = set()
+        delay = 0
+        with self._lock:
+            for armed in self._rules:
+                rule = armed.rule
+                if not rule.overlaps(first_page, last_page) or not armed.fire():
+                    continue
+                delay = max(delay, rule.delay_ms)
+                pages = rule.clip(first_page, last_page)
+                if rule.error in FAIL_ERRORS:
+                    for page in pages:
+                        fail.setdefault(page, rule.error)
+                elif rule.error == "corrupt":
+                    corrupt.update(pages)
+        if not fail and not corrupt and not delay:
+            return NO_FIRING
+        return Firing(fail, frozenset(corrupt - fail.keys()), delay)
+
+    def guarded(self, first_page: int, last_page: int) -> bool:
+        """Could a rule still fire on a page of this range?
+
+        Read-ahead pages (outside the request, inside a chunk the pager read anyway) are
+        supplied only when no live rule covers them, so that a rule always gets to act
+        on the request that really asks for its pages.
+        """
+        with self._lock:
+            return any(
+                a.rule.overlaps(first_page, last_page) and not a.spent
+                and a.rule.error != "none"
+                for a in self._rules
+            )
+
+
+def page_runs(pages: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted pages -> [(first, count)] runs of consecutive pages."""
+    runs: list[tuple[int, int]] = []
+    for page in sorted(set(pages)):
+        if runs and runs[-1][0] + runs[-1][1] == page:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((page, 1))
+    return runs

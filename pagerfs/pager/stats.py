@@ -1,0 +1,41 @@
+"""Counters of what the pager did, per file and in total, for user.pagerfs.stats."""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+FIELDS = ("page_requests", "pages_requested", "pages_supplied", "chunks_read",
+          "bytes_read_from_image", "delays")
+
+
+class Stats:
+    """Thread-safe counters keyed by inode; pages_failed is split by status name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+
+    def add(self, ino: int, **counts: int) -> None:
+        with self._lock:
+            self._counts[ino].update(counts)
+
+    def failed(self, ino: int, status: str, pages: int) -> None:
+        with self._lock:
+            self._counts[ino]["pages_failed:" + status] += pages
+
+    def snapshot(self, ino: int | None = None) -> dict:
+        """One file's counters, or (ino None) the sum over all files."""
+        with self._lock:
+            if ino is None:
+                total: collections.Counter = collections.Counter()
+                for counts in self._counts.values():
+                    total.update(counts)
+            else:
+                total = collections.Counter(self._counts.get(ino, {}))
+        out: dict = {name: total.get(name, 0) for name in FIELDS}
+        out["pages_failed"] = {
+            key.split(":", 1)[1]: value for key, value in sorted(total.items())
+            if key.startswith("pages_failed:")
+        }
+        return out
