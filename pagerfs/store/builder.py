@@ -1,0 +1,371 @@
+"""Building an image from a directory tree (`pagerfs mkimage`).
+
+The tree is scanned first (sorted by name, breadth first, so inode numbers and the
+layout depend only on the tree). File data is then cut into pieces that a thread pool
+reads, hashes (fs-verity level 0 and per-chunk SHA-256) and compresses; lz4 and hashlib
+release the GIL. Results are consumed in submission order, so the image is the same
+byte for byte whatever --jobs is.
+
+Space is saved the way mksquashfs saves it: identical chunks are stored once (so
+identical files and runs of zeros cost one block), and the short last chunk of every
+file ("tail") is packed with others into shared fragment blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as statmod
+import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import lz4.block
+
+from pagerfs.store import format as fmt
+from pagerfs.store import verity
+from pagerfs.store.errors import BuildError, show
+
+Warn = Callable[[str], None]
+Advance = Callable[[int, int], None]  # bytes, files
+
+PIECE = 4 << 20  # bytes of one file read and processed by one task
+WINDOW_BYTES = 64 << 20  # file bytes in flight at most, to bound memory
+_SKIPPED = {statmod.S_IFCHR: "character device", statmod.S_IFBLK: "block device",
+            statmod.S_IFIFO: "FIFO", statmod.S_IFSOCK: "socket"}
+
+
+@dataclass
+class _Loc:
+    """Where a chunk's bytes are stored; a fragment's block is known once it is full."""
+
+    block: int
+    offset: int
+
+
+@dataclass
+class _Node:
+    ino: int
+    kind: int
+    st: os.stat_result
+    path: bytes
+    nlink: int = 1
+    entries: list[tuple[bytes, int]] = field(default_factory=list)
+    target: bytes = b""
+    chunks: list[_Loc] = field(default_factory=list)
+    digest: bytes = bytes(32)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    files: int
+    inodes: int
+    file_bytes: int
+    image_bytes: int
+    blocks: int
+
+
+def scan(source: bytes, warn: Warn) -> list[_Node]:
+    """The tree under `source` as nodes in inode order (root = 1)."""
+    try:
+        st = os.stat(source)
+    except OSError as err:
+        raise BuildError(f"{show(source)}: {err.strerror}") from None
+    if not statmod.S_ISDIR(st.st_mode):
+        raise BuildError(f"{show(source)}: not a directory")
+    root = _Node(1, fmt.KIND_DIR, st, source, nlink=2)
+    nodes = [root]
+    hardlinks: dict[tuple[int, int], _Node] = {}
+    queue = deque([root])
+    while queue:
+        d = queue.popleft()
+        try:
+            with os.scandir(d.path) as it:
+                names = sorted(e.name for e in it)
+        except OSError as err:
+            raise BuildError(f"{show(d.path)}: {err.strerror}") from None
+        for name in names:
+            path = os.path.join(d.path, name)
+            try:
+                st = os.lstat(path)
+            except OSError as err:
+                raise BuildError(f"{show(path)}: {err.strerror}") from None
+            kind = statmod.S_IFMT(st.st_mode)
+            if kind == statmod.S_IFDIR:
+                node = _Node(len(nodes) + 1, fmt.KIND_DIR, st, path, nlink=2)
+                d.nlink += 1
+                queue.append(node)
+            elif kind in (statmod.S_IFREG, statmod.S_IFLNK):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in hardlinks:
+                    node = hardlinks[key]
+                    node.nlink += 1
+                    d.entries.append((name, node.ino))
+                    continue
+                if kind == statmod.S_IFREG:
+                    node = _Node(len(nodes) + 1, fmt.KIND_FILE, st, path)
+                else:
+                    node = _Node(len(nodes) + 1, fmt.KIND_SYMLINK, st, path)
+                    try:
+                        node.target = os.readlink(path)
+                    except OSError as err:
+                        raise BuildError(f"{show(path)}: {err.strerror}") from None
+                if st.st_nlink > 1:
+                    hardlinks[key] = node
+            else:
+                warn(f"skipping {show(path)}: {_SKIPPED.get(kind, 'special file')}")
+                continue
+            nodes.append(node)
+            d.entries.append((name, node.ino))
+    return nodes
+
+
+@dataclass
+class _Piece:
+    level0: bytes  # fs-verity block hashes of the piece
+    chunks: list[tuple[bytes, bytes, int]]  # (sha256, stored bytes, length) of full chunks
+    tail: bytes  # the file's short last chunk, if this piece holds it
+
+
+def _compress(data: bytes | memoryview) -> tuple[bytes, bytes, int]:
+    digest = hashlib.sha256(data).digest()
+    packed = lz4.block.compress(data, store_size=False)
+    if len(packed) >= len(data):
+        packed = bytes(data)  # raw: stored length == length marks it
+    return digest, packed, len(data)
+
+
+def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _Piece:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            parts = []
+            got = 0
+            while got < length:
+                part = os.pread(fd, length - got, start + got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise BuildError(f"{show(path)}: {err.strerror}") from None
+    if got < length:
+        raise BuildError(f"{show(path)}: file shrank while the image was being built")
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    mv = memoryview(data)
+    whole = length - length % cs if last else length
+    chunks = [_compress(mv[o : o + cs]) for o in range(0, whole, cs)]
+    return _Piece(verity.block_hashes(mv), chunks, bytes(mv[whole:]))
+
+
+class _Writer:
+    """Assigns block numbers and writes blocks to the image in block order."""
+
+    def __init__(self, out, pool: ThreadPoolExecutor, cs: int):
+        self.out = out
+        self.pool = pool
+        self.cs = cs
+        self.offset = fmt.HEADER_SIZE
+        self.blocks: list[tuple[int, int, int, bytes]] = []
+        self.pending: deque[tuple[int, Future | tuple]] = deque()
+        self.by_digest: dict[bytes, int] = {}
+        self.tails: dict[bytes, _Loc] = {}
+        self.fragment = bytearray()
+        self.fragment_locs: list[_Loc] = []
+        self.count = 0
+
+    def chunk(self, digest: bytes, stored: bytes, length: int) -> _Loc:
+        block = self.by_digest.get(digest)
+        if block is None:
+            block = self.by_digest[digest] = self._new_block(
+                (digest, stored, length))
+        return _Loc(block, 0)
+
+    def tail(self, data: bytes) -> _Loc:
+        digest = hashlib.sha256(data).digest()
+        loc = self.tails.get(digest)
+        if loc is not None:
+            return loc
+        if len(self.fragment) + len(data) > self.cs:
+            self.close_fragment()
+        loc = self.tails[digest] = _Loc(-1, len(self.fragment))
+        self.fragment += data
+        self.fragment_locs.append(loc)
+        return loc
+
+    def close_fragment(self) -> None:
+        if not self.fragment:
+            return
+        block = self._new_block(self.pool.submit(_compress, bytes(self.fragment)))
+        for loc in self.fragment_locs:
+            loc.block = block
+        self.fragment = bytearray()
+        self.fragment_locs = []
+
+    def _new_block(self, item: Future | tuple) -> int:
+        block = self.count
+        self.count += 1
+        self.pending.append((block, item))
+        self.drain(wait=False)
+        return block
+
+    def drain(self, wait: bool) -> None:
+        while self.pending:
+            block, item = self.pending[0]
+            if isinstance(item, Future):
+                if not wait and not item.done():
+                    return
+                item = item.result()
+            self.pending.popleft()
+            digest, stored, length = item
+            self.out.write(stored)
+            self.blocks.append((self.offset, len(stored), length, digest))
+            self.offset += len(stored)
+
+
+def _pieces(files: list[_Node], cs: int):
+    piece = max(PIECE, cs)
+    for node in files:
+        size = node.st.st_size
+        for start in range(0, size, piece):
+            yield node, start, min(piece, size - start), start + piece >= size
+
+
+def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -> _Writer:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        writer = _Writer(out, pool, cs)
+        level0: list[bytes] = []
+        window: deque[tuple[_Node, int, bool, Future]] = deque()
+        inflight = 0
+
+        def consume() -> None:
+            nonlocal inflight
+            node, length, last, fut = window.popleft()
+            inflight -= length
+            piece: _Piece = fut.result()
+            level0.append(piece.level0)
+            for digest, stored, clen in piece.chunks:
+                node.chunks.append(writer.chunk(digest, stored, clen))
+            if last:
+                if piece.tail:
+                    node.chunks.append(writer.tail(piece.tail))
+                node.digest = verity.digest_from_level0(b"".join(level0), node.st.st_size)
+                level0.clear()
+            advance(length, 1 if last else 0)
+
+        try:
+            for node in files:
+                if node.st.st_size == 0:
+                    node.digest = verity.fsverity_digest(b"")
+                    advance(0, 1)
+            for node, start, length, last in _pieces(files, cs):
+                while window and (inflight >= WINDOW_BYTES or len(window) >= 64 * jobs):
+                    consume()
+                fut = pool.submit(_read_piece, node.path, start, length, cs, last)
+                window.append((node, length, last, fut))
+                inflight += length
+            while window:
+                consume()
+            writer.close_fragment()
+            writer.drain(wait=True)
+        except BaseException:
+            for *_, fut in window:
+                fut.cancel()
+            raise
+        return writer
+
+
+def _tables(nodes: list[_Node], writer: _Writer) -> dict[str, bytes]:
+    inodes, dirents, chunkmap, strings = [], [], [], bytearray()
+    for node in nodes:
+        st = node.st
+        if node.kind == fmt.KIND_DIR:
+            first, count, size = len(dirents), len(node.entries), 0
+            for name, ino in sorted(node.entries):
+                dirents.append(fmt.DIRENT.pack(len(strings), len(name), ino))
+                strings += name
+        elif node.kind == fmt.KIND_FILE:
+            first, count, size = len(chunkmap), len(node.chunks), st.st_size
+            chunkmap.extend(fmt.CHUNKMAP.pack(loc.block, loc.offset) for loc in node.chunks)
+        else:
+            first, count, size = len(strings), len(node.target), len(node.target)
+            strings += node.target
+        inodes.append(fmt.INODE.pack(node.kind, st.st_mode, st.st_uid, st.st_gid, node.nlink,
+                                     st.st_mtime_ns, size, first, count, node.digest))
+    return {
+        "inodes": b"".join(inodes),
+        "dirents": b"".join(dirents),
+        "chunkmap": b"".join(chunkmap),
+        "blocks": b"".join(fmt.BLOCK.pack(*b) for b in writer.blocks),
+        "strings": bytes(strings),
+    }
+
+
+def _temp_beside(dest: bytes) -> tuple[int, bytes]:
+    folder = os.path.dirname(dest) or b"."
+    if not os.path.isdir(folder):
+        raise BuildError(f"{show(dest)}: folder {show(folder)} does not exist")
+    try:
+        return tempfile.mkstemp(prefix=b"." + os.path.basename(dest) + b".", suffix=b".tmp",
+                                dir=folder)
+    except OSError as err:
+        raise BuildError(f"{show(dest)}: cannot write: {err.strerror}") from None
+
+
+def build_image(source: str | bytes, dest: str | bytes, *, chunk_size: int = fmt.DEFAULT_CHUNK_SIZE,
+                jobs: int | None = None, warn: Warn = lambda msg: None,
+                start: Callable[[int, int], None] = lambda nbytes, nfiles: None,
+                advance: Advance = lambda nbytes, nfiles: None) -> BuildResult:
+    """Build an image of `source` at `dest`, atomically: on failure nothing is at dest.
+
+    `start(total_bytes, total_files)` is called once the tree is scanned, then
+    `advance(bytes, files)` as data is processed (for a progress bar).
+    """
+    if chunk_size & (chunk_size - 1) or not (
+            1 << fmt.MIN_CHUNK_SHIFT <= chunk_size <= 1 << fmt.MAX_CHUNK_SHIFT):
+        raise BuildError(f"chunk size must be a power of two from 4 KiB to 4 MiB, not {chunk_size}")
+    source, dest = os.fsencode(source), os.fsencode(dest)
+    jobs = jobs or os.cpu_count() or 1
+    nodes = scan(source, warn)
+    files = [n for n in nodes if n.kind == fmt.KIND_FILE]
+    file_bytes = sum(n.st.st_size for n in files)
+    start(file_bytes, len(files))
+    fd, tmp = _temp_beside(dest)
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+            out.write(bytes(fmt.HEADER_SIZE))
+            writer = _write_data(out, files, chunk_size, jobs, advance)
+            data_end = writer.offset
+            tables = _tables(nodes, writer)
+            entries, offset = {}, data_end
+            for name in fmt.TABLE_NAMES:
+                out.write(tables[name])
+                entries[name] = fmt.Table(offset, len(tables[name]),
+                                          hashlib.sha256(tables[name]).digest())
+                offset += len(tables[name])
+            header = fmt.Header(fmt.VERSION, chunk_size.bit_length() - 1, 0, offset, len(nodes),
+                                len(writer.blocks), fmt.HEADER_SIZE, data_end, file_bytes, entries)
+            out.seek(0)
+            out.write(fmt.pack_header(header))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(out.fileno(), 0o666 & ~umask)
+        os.replace(tmp, dest)
+    except OSError as err:
+        _unlink(tmp)
+        raise BuildError(f"{show(dest)}: cannot write: {err.strerror}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return BuildResult(len(files), len(nodes), file_bytes, offset, len(writer.blocks))
+
+
+def _unlink(path: bytes) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

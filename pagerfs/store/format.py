@@ -1,0 +1,109 @@
+"""The on-disk layout of a pagerfs image (docs/FORMAT.md is the prose version).
+
+    [header][data: stored blocks ...][inodes][dirents][chunk map][blocks][strings]
+
+All integers are little endian. The header is written last, once every table's
+offset, length and SHA-256 is known; its own SHA-256 closes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"PAGERFS\0"
+VERSION = 1
+PAGE = 4096
+MIN_CHUNK_SHIFT = 12  # one page
+MAX_CHUNK_SHIFT = 22  # 4 MiB: keeps every allocation of a reader small
+DEFAULT_CHUNK_SIZE = 128 * 1024
+
+KIND_DIR = 1
+KIND_FILE = 2
+KIND_SYMLINK = 3
+
+# magic, version, header size, chunk shift, flags, image size, inode count,
+# block count, data offset, data end, total file bytes
+FIXED = struct.Struct("<8sIIIIQQQQQQ")
+TABLE = struct.Struct("<QQ32s")  # offset, length, sha256 of the table's bytes
+TABLE_NAMES = ("inodes", "dirents", "chunkmap", "blocks", "strings")
+HEADER_SIZE = FIXED.size + len(TABLE_NAMES) * TABLE.size + 32
+
+# kind, mode, uid, gid, nlink, mtime_ns, size, first, count, fs-verity digest.
+# first/count: a directory's entries, a file's chunk-map entries, a symlink's
+# target in the strings table (count = size).
+INODE = struct.Struct("<BxxxIIIIqQQI32s")
+DIRENT = struct.Struct("<QII")  # name offset in strings, name length, inode
+CHUNKMAP = struct.Struct("<II")  # block, offset of this chunk's bytes in the block
+BLOCK = struct.Struct("<QII32s")  # offset in image, stored length, length, sha256
+
+RECORD_SIZES = {
+    "inodes": INODE.size,
+    "dirents": DIRENT.size,
+    "chunkmap": CHUNKMAP.size,
+    "blocks": BLOCK.size,
+    "strings": 1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    offset: int
+    length: int
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    version: int
+    chunk_shift: int
+    flags: int
+    image_size: int
+    inode_count: int
+    block_count: int
+    data_offset: int
+    data_end: int
+    file_bytes: int
+    tables: dict[str, Table]
+
+    @property
+    def chunk_size(self) -> int:
+        return 1 << self.chunk_shift
+
+
+def pack_header(h: Header) -> bytes:
+    body = FIXED.pack(
+        MAGIC, h.version, HEADER_SIZE, h.chunk_shift, h.flags, h.image_size,
+        h.inode_count, h.block_count, h.data_offset, h.data_end, h.file_bytes,
+    ) + b"".join(
+        TABLE.pack(h.tables[n].offset, h.tables[n].length, h.tables[n].sha256)
+        for n in TABLE_NAMES
+    )
+    return body + hashlib.sha256(body).digest()
+
+
+class HeaderError(ValueError):
+    pass
+
+
+def unpack_header(raw: bytes) -> Header:
+    """Parse and check the header's own integrity; raises HeaderError with a reason."""
+    if len(raw) < FIXED.size or raw[:8] != MAGIC:
+        raise HeaderError("not a pagerfs image (bad magic)")
+    (_, version, header_size, chunk_shift, flags, image_size, inode_count, block_count,
+     data_offset, data_end, file_bytes) = FIXED.unpack_from(raw)
+    if version != VERSION:
+        raise HeaderError(f"unsupported format version {version} (this pagerfs reads {VERSION})")
+    if header_size != HEADER_SIZE:
+        raise HeaderError(f"bad header size {header_size}")
+    if len(raw) < HEADER_SIZE:
+        raise HeaderError("truncated header")
+    body = raw[: HEADER_SIZE - 32]
+    if hashlib.sha256(body).digest() != raw[HEADER_SIZE - 32 : HEADER_SIZE]:
+        raise HeaderError("header checksum mismatch")
+    tables = {}
+    for i, name in enumerate(TABLE_NAMES):
+        tables[name] = Table(*TABLE.unpack_from(raw, FIXED.size + i * TABLE.size))
+    return Header(version, chunk_shift, flags, image_size, inode_count, block_count,
+                  data_offset, data_end, file_bytes, tables)

@@ -1,0 +1,399 @@
+"""Reading an image: open and validate all metadata once, then serve verified chunks.
+
+Everything but file data is loaded and checked at open (it is small, and bounded by
+the image size, which every table length is checked against before it is read). After
+that the read path is one pread, one lz4 call and one SHA-256 per chunk; lz4 and
+hashlib release the GIL, so two pager threads read in parallel.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import hashlib
+import os
+import stat as statmod
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import lz4.block
+
+from pagerfs.store import format as fmt
+from pagerfs.store.errors import FormatError, IntegrityError, StoreIOError, show
+
+Tamper = Callable[[bytes], bytes]
+
+_MODE_OF_KIND = {fmt.KIND_DIR: statmod.S_IFDIR, fmt.KIND_FILE: statmod.S_IFREG,
+                 fmt.KIND_SYMLINK: statmod.S_IFLNK}
+_SYMLINK_MAX = 4095  # PATH_MAX - 1, as Linux allows
+
+
+class Kind(enum.StrEnum):
+    DIR = "dir"
+    FILE = "file"
+    SYMLINK = "symlink"
+
+
+_KIND = {fmt.KIND_DIR: Kind.DIR, fmt.KIND_FILE: Kind.FILE, fmt.KIND_SYMLINK: Kind.SYMLINK}
+
+
+@dataclass(frozen=True, slots=True)
+class Inode:
+    ino: int
+    kind: Kind
+    mode: int  # full st_mode, file type bits included
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int
+    nlink: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What `statfs` and `ls`-like output need about the image as a whole."""
+
+    image_bytes: int  # size of the image file
+    stored_bytes: int  # compressed file data in it
+    file_bytes: int  # uncompressed bytes of all regular files (hard links once)
+    inode_count: int
+    block_count: int
+    chunk_size: int
+    version: int
+
+
+class _BlockFailure(Exception):
+    """A stored block could not be supplied; the caller names the file and pages."""
+
+    def __init__(self, error: type, reason: str):
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+
+
+def _not_found(ino: int) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, f"no inode {ino} in the image")
+
+
+class Image:
+    """An open pagerfs image. Use Image.open(path)."""
+
+    root = 1
+
+    def __init__(self, fd: int, path: str, header: fmt.Header, tables: dict[str, bytes]):
+        self._fd = fd
+        self._path = path
+        self._header = header
+        self.chunk_size = header.chunk_size
+        self._pages_per_chunk = self.chunk_size // fmt.PAGE
+        self._inodes = list(fmt.INODE.iter_unpack(tables["inodes"]))
+        self._chunkmap = list(fmt.CHUNKMAP.iter_unpack(tables["chunkmap"]))
+        self._blocks = list(fmt.BLOCK.iter_unpack(tables["blocks"]))
+        self._strings = tables["strings"]
+        self._children: dict[int, dict[bytes, int]] = {}
+        self._parent: list[int] = []
+        self._name: list[bytes] = []
+        self._validate(list(fmt.DIRENT.iter_unpack(tables["dirents"])))
+
+    # ---- opening and validation -------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | bytes | os.PathLike) -> "Image":
+        name = show(os.fspath(path))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise FormatError(f"{name}: {err.strerror}") from None
+        try:
+            header, tables = _read_metadata(fd, name)
+            try:
+                return cls(fd, name, header, tables)
+            except (ValueError, IndexError, OverflowError) as err:
+                # A crafted image whose checksums match but whose tables do not make
+                # sense: whatever tripped, it is the image's fault, not ours.
+                raise FormatError(f"{name}: inconsistent metadata ({err})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _bad(self, what: str) -> FormatError:
+        return FormatError(f"{self._path}: corrupt metadata: {what}")
+
+    def _validate(self, dirents: list[tuple[int, int, int]]) -> None:
+        h = self._header
+        n = len(self._inodes)
+        if n != h.inode_count or n < 1:
+            raise self._bad("inode count")
+        if len(self._blocks) != h.block_count:
+            raise self._bad("block count")
+        cs = self.chunk_size
+        for off, slen, ulen, _ in self._blocks:
+            if not (h.data_offset <= off and off + slen <= h.data_end
+                    and 1 <= ulen <= cs and 1 <= slen <= ulen):
+                raise self._bad(f"block at {off} out of bounds")
+        nblocks = len(self._blocks)
+        nstrings = len(self._strings)
+        for i, (kind, mode, _uid, _gid, _nl, _mt, size, first, count, _d) in enumerate(self._inodes):
+            if kind not in _MODE_OF_KIND or statmod.S_IFMT(mode) != _MODE_OF_KIND[kind]:
+                raise self._bad(f"inode {i + 1}: bad kind or mode")
+            if kind == fmt.KIND_DIR:
+                if first + count > len(dirents):
+                    raise self._bad(f"inode {i + 1}: entries out of bounds")
+            elif kind == fmt.KIND_FILE:
+                if count != -(-size // cs) or first + count > len(self._chunkmap):
+                    raise self._bad(f"inode {i + 1}: chunk map out of bounds")
+                for j in range(count):
+                    block, boff = self._chunkmap[first + j]
+                    length = min(cs, size - j * cs)
+                    if block >= nblocks or boff + length > self._blocks[block][2]:
+                        raise self._bad(f"inode {i + 1}: chunk {j} out of bounds")
+            else:
+                target = self._strings[first : first + count]
+                if not (1 <= size <= _SYMLINK_MAX and count == size == len(target)
+                        and b"\0" not in target):
+                    raise self._bad(f"inode {i + 1}: bad symlink target")
+        if self._inodes[0][0] != fmt.KIND_DIR:
+            raise self._bad("root is not a directory")
+        self._walk_tree(dirents, nstrings)
+
+    def _walk_tree(self, dirents: list[tuple[int, int, int]], nstrings: int) -> None:
+        """Check the tree is a tree: every inode reachable, directories linked once."""
+        n = len(self._inodes)
+        parent = [0] * (n + 1)
+        name = [b""] * (n + 1)
+        links = [0] * (n + 1)
+        subdirs = [0] * (n + 1)
+        parent[1] = 1
+        queue = deque([1])
+        while queue:
+            d = queue.popleft()
+            _, _, _, _, _, _, _, first, count, _ = self._inodes[d - 1]
+            children: dict[bytes, int] = {}
+            prev = b""
+            for noff, nlen, child in dirents[first : first + count]:
+                nm = self._strings[noff : noff + nlen]
+                if len(nm) != nlen or noff + nlen > nstrings:
+                    raise self._bad(f"entry name of directory {d} out of bounds")
+                if not nm or b"/" in nm or b"\0" in nm or nm in (b".", b".."):
+                    raise self._bad(f"invalid name {nm!r} in {show(self._join(parent, name, d))}")
+                if nm <= prev:
+                    raise self._bad(f"entries of directory {d} not sorted")
+                prev = nm
+                if not 2 <= child <= n:
+                    raise self._bad(f"entry {nm!r} names inode {child}")
+                if self._inodes[child - 1][0] == fmt.KIND_DIR:
+                    if parent[child]:
+                        raise self._bad(f"directory inode {child} linked twice")
+                    subdirs[d] += 1
+                    queue.append(child)
+                if not parent[child]:
+                    parent[child] = d
+                    name[child] = nm
+                links[child] += 1
+                children[nm] = child
+            self._children[d] = children
+        for ino in range(1, n + 1):
+            kind, nlink = self._inodes[ino - 1][0], self._inodes[ino - 1][4]
+            if not parent[ino]:
+                raise self._bad(f"inode {ino} is not reachable from the root")
+            expected = 2 + subdirs[ino] if kind == fmt.KIND_DIR else links[ino]
+            if nlink != expected:
+                raise self._bad(f"inode {ino}: link count {nlink}, expected {expected}")
+        self._parent = parent
+        self._name = name
+
+    @staticmethod
+    def _join(parent: list[int], name: list[bytes], ino: int) -> bytes:
+        parts = []
+        while ino != 1:
+            parts.append(name[ino])
+            ino = parent[ino]
+        return b"/" + b"/".join(reversed(parts))
+
+    # ---- the tree ---------------------------------------------------------------
+
+    def _record(self, ino: int) -> tuple:
+        if not 1 <= ino <= len(self._inodes):
+            raise _not_found(ino)
+        return self._inodes[ino - 1]
+
+    def stat(self, ino: int) -> Inode:
+        kind, mode, uid, gid, nlink, mtime_ns, size, _, _, _ = self._record(ino)
+        return Inode(ino, _KIND[kind], mode, uid, gid, mtime_ns, size, nlink)
+
+    def lookup(self, parent_ino: int, name: bytes) -> int | None:
+        self._record(parent_ino)
+        children = self._children.get(parent_ino)
+        return None if children is None else children.get(name)
+
+    def listdir(self, ino: int) -> list[tuple[bytes, int]]:
+        self._record(ino)
+        children = self._children.get(ino)
+        if children is None:
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", show(self.path_of(ino)))
+        return list(children.items())
+
+    def readlink(self, ino: int) -> bytes:
+        kind, _, _, _, _, _, _, first, count, _ = self._record(ino)
+        if kind != fmt.KIND_SYMLINK:
+            raise OSError(errno.EINVAL, "not a symbolic link", show(self.path_of(ino)))
+        return self._strings[first : first + count]
+
+    def resolve(self, path: bytes | str) -> int:
+        """The inode at `path` (relative to the root); symlinks are not followed."""
+        raw = os.fsencode(path)
+        ino = 1
+        for part in raw.split(b"/"):
+            if part in (b"", b"."):
+                continue
+            if ino not in self._children:
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", show(raw))
+            if part == b"..":
+                ino = self._parent[ino]
+                continue
+            child = self._children[ino].get(part)
+            if child is None:
+                raise FileNotFoundError(errno.ENOENT, "no such file or directory in the image", show(raw))
+            ino = child
+        return ino
+
+    def path_of(self, ino: int) -> bytes:
+        self._record(ino)
+        return self._join(self._parent, self._name, ino)
+
+    def fsverity_digest(self, ino: int) -> bytes:
+        kind, *_, digest = self._record(ino)
+        if kind != fmt.KIND_FILE:
+            raise OSError(errno.EINVAL, "not a regular file", show(self.path_of(ino)))
+        return digest
+
+    def info(self) -> ImageInfo:
+        h = self._header
+        return ImageInfo(h.image_size, h.data_end - h.data_offset, h.file_bytes,
+                         h.inode_count, h.block_count, self.chunk_size, h.version)
+
+    @property
+    def inode_count(self) -> int:
+        return len(self._inodes)
+
+    # ---- file data --------------------------------------------------------------
+
+    def _file(self, ino: int) -> tuple[int, int, int]:
+        kind, _, _, _, _, _, size, first, count, _ = self._record(ino)
+        if kind != fmt.KIND_FILE:
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", show(self.path_of(ino)))
+        return size, first, count
+
+    def chunk_range(self, ino: int, first_page: int, npages: int) -> range:
+        size, _, count = self._file(ino)
+        ppc = self._pages_per_chunk
+        end = min(-(-(first_page + npages) // ppc), count)
+        return range(min(first_page // ppc, end), end)
+
+    def chunk_pages(self, ino: int, index: int) -> tuple[int, int]:
+        size, _, count = self._file(ino)
+        if not 0 <= index < count:
+            raise IndexError(f"chunk {index} of a file with {count} chunks")
+        ppc = self._pages_per_chunk
+        first = index * ppc
+        return first, min(ppc, -(-size // fmt.PAGE) - first)
+
+    def read_chunk(self, ino: int, index: int, tamper: Tamper | None = None) -> bytes:
+        size, first, count = self._file(ino)
+        if not 0 <= index < count:
+            raise IndexError(f"chunk {index} of a file with {count} chunks")
+        block, offset = self._chunkmap[first + index]
+        length = min(self.chunk_size, size - index * self.chunk_size)
+        try:
+            data = self._load_block(block, tamper)
+        except _BlockFailure as fail:
+            first_page, npages = self.chunk_pages(ino, index)
+            raise fail.error(self.path_of(ino), first_page, first_page + npages - 1,
+                             fail.reason) from None
+        if offset == 0 and length == len(data):
+            return data
+        return data[offset : offset + length]
+
+    def read_pages(self, ino: int, first_page: int, npages: int) -> bytes:
+        chunks = self.chunk_range(ino, first_page, npages)
+        if not chunks:
+            return b""
+        data = b"".join([self.read_chunk(ino, i) for i in chunks])
+        skip = first_page * fmt.PAGE - chunks.start * self.chunk_size
+        return data[skip : skip + npages * fmt.PAGE]  # no copy when it is all of data
+
+    def _load_block(self, block: int, tamper: Tamper | None = None) -> bytes:
+        offset, stored, length, digest = self._blocks[block]
+        try:
+            data = os.pread(self._fd, stored, offset)
+        except OSError as err:
+            raise _BlockFailure(StoreIOError, f"read failed: {err.strerror}") from None
+        if len(data) != stored:
+            raise _BlockFailure(StoreIOError, "short read: the image was truncated")
+        if tamper is not None:
+            data = tamper(data)
+        if stored < length:
+            try:
+                data = lz4.block.decompress(data, uncompressed_size=length)
+            except lz4.block.LZ4BlockError:
+                raise _BlockFailure(IntegrityError, "lz4 decompression failed") from None
+            if len(data) != length:
+                raise _BlockFailure(IntegrityError, "lz4 decompressed to the wrong size")
+        if hashlib.sha256(data).digest() != digest:
+            raise _BlockFailure(IntegrityError, "checksum mismatch")
+        return data
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> "Image":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _pread_exact(fd: int, n: int, offset: int, name: str) -> bytes:
+    try:
+        data = os.pread(fd, n, offset)
+    except OSError as err:
+        raise FormatError(f"{name}: cannot read: {err.strerror}") from None
+    if len(data) != n:
+        raise FormatError(f"{name}: truncated image")
+    return data
+
+
+def _read_metadata(fd: int, name: str) -> tuple[fmt.Header, dict[str, bytes]]:
+    st = os.fstat(fd)
+    if not statmod.S_ISREG(st.st_mode):
+        raise FormatError(f"{name}: not a regular file")
+    size = st.st_size
+    if size == 0:
+        raise FormatError(f"{name}: empty file, not a pagerfs image")
+    try:
+        h = fmt.unpack_header(_pread_exact(fd, min(size, fmt.HEADER_SIZE), 0, name))
+    except fmt.HeaderError as err:
+        raise FormatError(f"{name}: {err}") from None
+    if h.image_size != size:
+        what = "truncated" if size < h.image_size else "has trailing bytes"
+        raise FormatError(f"{name}: image {what} ({size} bytes, header says {h.image_size})")
+    if not fmt.MIN_CHUNK_SHIFT <= h.chunk_shift <= fmt.MAX_CHUNK_SHIFT:
+        raise FormatError(f"{name}: unsupported chunk size 2^{h.chunk_shift}")
+    if h.flags:
+        raise FormatError(f"{name}: unsupported feature flags {h.flags:#x}")
+    if not fmt.HEADER_SIZE == h.data_offset <= h.data_end <= size:
+        raise FormatError(f"{name}: corrupt header: data region out of bounds")
+    tables = {}
+    for tname in fmt.TABLE_NAMES:
+        t = h.tables[tname]
+        # Checked against the file size before anything is allocated for it.
+        if t.offset < h.data_end or t.offset + t.length > size or t.length % fmt.RECORD_SIZES[tname]:
+            raise FormatError(f"{name}: corrupt header: {tname} table out of bounds")
+        raw = _pread_exact(fd, t.length, t.offset, name)
+        if hashlib.sha256(raw).digest() != t.sha256:
+            raise FormatError(f"{name}: corrupt metadata: {tname} table checksum mismatch")
+        tables[tname] = raw
+    return h, tables
