@@ -1,5 +1,248 @@
-"""Placeholder: filled in by its owner."""
+"""`pagerfs mount`, `umount`, `stats` and `fault`: the commands of a live mount.
+
+Exit statuses: 0 ok; 2 bad usage, or an image, mountpoint or dependency that cannot be
+used (one `pagerfs: ...` line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import select
+import shutil
+import subprocess
+import threading
+
+from pagerfs.cli.common import EXIT_OK, EXIT_UNUSABLE, CommandError
+
+STATS = "user.pagerfs.stats"
+FAULT = "user.pagerfs.fault"
+FAULTS = "user.pagerfs.faults"
+
+MOUNT_HELP = """\
+Mount options (-o, comma separated, may repeat):
+  allow_other          let users other than the mounter read the mount
+  page_budget=SIZE     most memory the committed pages of all open files may use
+                       (default 256M, at least 16M); clean pages past it are evicted
+                       and asked for again from the pager when next needed
+  pager_threads=N      user pager threads serving page requests (default 4)
+  default_permissions, noatime, nodev, nosuid   passed to FUSE
+"""
 
 
 def add_parsers(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "mount", help="mount an image (read-only) and serve it in the background",
+        description="Mount IMAGE on MOUNTPOINT. Returns once the mount is ready; the "
+                    "daemon stays in the background (unless -f).",
+        epilog=MOUNT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image")
+    p.add_argument("mountpoint")
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
+                   help="mount options, see below")
+    p.add_argument("--trace", metavar="FILE",
+                   help="append one JSON line per page request, supply and FAIL to FILE")
+    p.add_argument("--log", metavar="FILE",
+                   help="write the daemon's log to FILE (default: stderr with -f, else syslog)")
+    p.add_argument("--debug", action="store_true", help="log at debug level")
+    p.set_defaults(run=run_mount)
+
+    p = sub.add_parser("umount", help="unmount a pagerfs mount (also one whose daemon died)")
+    p.add_argument("mountpoint")
+    p.add_argument("-l", "--lazy", action="store_true",
+                   help="detach now even if files are open (they keep working until closed)")
+    p.set_defaults(run=run_umount)
+
+    p = sub.add_parser("stats", help="print the pager's counters of a mount or one file")
+    p.add_argument("path", help="the mount point (totals) or a file in the mount")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.set_defaults(run=run_stats)
+
+    p = sub.add_parser("fault", help="add, list or clear fault rules of a file in a mount",
+                       description="Fault rules, as with setfattr/getfattr on "
+                                   "user.pagerfs.fault(s). RULE is "
+                                   "'pages=A-B error=E [count=N] [probability=P seed=S] "
+                                   "[delay_ms=D]', E one of IO, IO_DATA_INTEGRITY, "
+                                   "BAD_STATE, corrupt, none.")
+    fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = fsub.add_parser("add", help="add a rule")
+    a.add_argument("file")
+    a.add_argument("rule", nargs="+", help="the rule, as one or several words")
+    a.set_defaults(run=run_fault_add)
+    a = fsub.add_parser("list", help="list the file's rules")
+    a.add_argument("file")
+    a.set_defaults(run=run_fault_list)
+    a = fsub.add_parser("clear", help="remove all the file's rules")
+    a.add_argument("file")
+    a.set_defaults(run=run_fault_clear)
+
+
+# -- mount ----------------------------------------------------------------------------
+
+def run_mount(args) -> int:
+    from pagerfs.fuse import daemon
+
+    image = os.path.abspath(args.image)
+    mountpoint = os.path.abspath(args.mountpoint)
+    try:
+        options = daemon.parse_options(args.options)
+        daemon.preflight(image, mountpoint)
+        if args.foreground:
+            return daemon.foreground(image, mountpoint, options, args.trace, args.log, args.debug)
+        daemon.daemonize(image, mountpoint, options,
+                         args.trace and os.path.abspath(args.trace),
+                         args.log and os.path.abspath(args.log), args.debug)
+    except daemon.MountError as err:
+        raise CommandError(str(err), EXIT_UNUSABLE) from None
+    return EXIT_OK
+
+
+# -- umount ---------------------------------------------------------------------------
+
+def _mount_type(mountpoint: str) -> str | None:
+    """The filesystem type /proc/mounts gives for this mount point, if mounted."""
+    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+        found = None
+        for line in f:
+            fields = line.split()
+            # /proc/mounts escapes spaces and the like as octal.
+            if len(fields) >= 3 and fields[1].encode().decode("unicode_escape") == mountpoint:
+                found = fields[2]
+    return found
+
+
+def _with_timeout(fn, seconds: float):
+    """Run fn in a thread; None if it has not answered in time (a hung daemon)."""
+    result: list = []
+
+    def call():
+        try:
+            result.append(fn())
+        except OSError as err:
+            result.append(err)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result[0] if result else None
+
+
+def _daemon_pid(mountpoint: str) -> int | None:
+    answer = _with_timeout(lambda: os.getxattr(mountpoint, STATS), 2.0)
+    if isinstance(answer, bytes):
+        try:
+            return int(json.loads(answer)["pid"])
+        except (ValueError, KeyError):
+            return None
+    return None
+
+
+def _wait_exit(pid: int, seconds: float) -> bool:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], seconds)[0])
+    finally:
+        os.close(fd)
+
+
+def run_umount(args) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    kind = _mount_type(mountpoint)
+    if kind is None:
+        raise CommandError(f"{args.mountpoint}: not mounted")
+    if kind != "fuse.pagerfs":
+        raise CommandError(f"{args.mountpoint}: not a pagerfs mount ({kind})")
+    pid = _daemon_pid(mountpoint)
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool:
+        command = [tool, "-u", *(["-z"] if args.lazy else []), mountpoint]
+    else:
+        command = ["umount", *(["-l"] if args.lazy else []), mountpoint]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        if "busy" in reason.lower():
+            raise CommandError(f"{args.mountpoint}: busy (close what is open there, "
+                               f"or use --lazy)")
+        raise CommandError(f"{args.mountpoint}: cannot unmount: {reason}")
+    if pid is not None and not _wait_exit(pid, 10.0):
+        raise CommandError(f"{args.mountpoint}: unmounted, but daemon {pid} has not exited")
+    return EXIT_OK
+
+
+# -- stats and faults -----------------------------------------------------------------
+
+def _xattr_error(path: str, err: OSError, what: str) -> CommandError:
+    if err.errno in (errno.ENOTSUP, errno.ENODATA) and what == "stats":
+        return CommandError(f"{path}: not a pagerfs mount or file")
+    if err.errno == errno.ENOTSUP:
+        return CommandError(f"{path}: not a regular file in a pagerfs mount")
+    if err.errno == errno.ENOTCONN:
+        return CommandError(f"{path}: the mount's daemon is gone (pagerfs umount it)")
+    if err.errno == errno.EINVAL:
+        return CommandError(f"{path}: rule refused (pages beyond the end of the file?)")
+    return CommandError(f"{path}: {err.strerror}")
+
+
+def _fmt_count(key: str, value) -> str:
+    if key == "pid" or not isinstance(value, int):
+        return str(value)
+    return f"{value:,}"
+
+
+def run_stats(args) -> int:
+    try:
+        raw = os.getxattr(args.path, STATS)
+    except OSError as err:
+        raise _xattr_error(args.path, err, "stats") from None
+    stats = json.loads(raw)
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return EXIT_OK
+    failed = stats.pop("pages_failed", {})
+    rows = [(key, _fmt_count(key, value)) for key, value in sorted(stats.items())]
+    rows += [(f"pages_failed[{status}]", _fmt_count("", n)) for status, n in sorted(failed.items())]
+    if not failed:
+        rows.append(("pages_failed", "0"))
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value:>14}")
+    return EXIT_OK
+
+
+def run_fault_add(args) -> int:
+    from pagerfs.pager.faults import FaultRuleError, format_rule, parse_rule
+
+    text = " ".join(args.rule)
+    try:
+        rule = parse_rule(text)
+    except FaultRuleError as err:
+        raise CommandError(f"bad rule: {err}") from None
+    try:
+        os.setxattr(args.file, FAULT, format_rule(rule).encode())
+    except OSError as err:
+        raise _xattr_error(args.file, err, "fault") from None
+    return EXIT_OK
+
+
+def run_fault_list(args) -> int:
+    try:
+        print(os.getxattr(args.file, FAULTS).decode(), end="")
+    except OSError as err:
+        raise _xattr_error(args.file, err, "fault") from None
+    return EXIT_OK
+
+
+def run_fault_clear(args) -> int:
+    try:
+        os.removexattr(args.file, FAULT)
+    except OSError as err:
+        if err.errno != errno.ENODATA:  # no rules: already clear
+            raise _xattr_error(args.file, err, "fault") from None
+    return EXIT_OK

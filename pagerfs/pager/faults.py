@@ -17,10 +17,11 @@ so a given sequence of requests always gives the same outcomes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import threading
-from typing import Iterable
+from typing import Iterable, Iterator
 
 # The statuses a pager may FAIL with (the contract's step 6), plus the two rule kinds
 # that fail nothing by themselves.
@@ -183,11 +184,51 @@ class _Armed:
 
 
 class FaultSet:
-    """The rules armed on one file. Thread-safe: pager threads fire, the adapter edits."""
+    """The rules armed on one file. Thread-safe: pager threads fire, the adapter edits.
+
+    Serving a request and changing the rules exclude each other (`serving()` is shared,
+    `changing()` exclusive): a request that fired under the old rules must not supply
+    its pages after the change has evicted that range, or a page the new rule covers
+    would stay present and the rule would never act on it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[_Armed] = []
+        self._gate = threading.Condition(threading.Lock())
+        self._serving = 0
+        self._changing = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        with self._gate:
+            # Writers first: a steady stream of requests must not starve a rule change.
+            while self._changing or self._writers_waiting:
+                self._gate.wait()
+            self._serving += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._serving -= 1
+                if not self._serving:
+                    self._gate.notify_all()
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        with self._gate:
+            self._writers_waiting += 1
+            while self._changing or self._serving:
+                self._gate.wait()
+            self._writers_waiting -= 1
+            self._changing = True
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._changing = False
+                self._gate.notify_all()
 
     def add(self, rule: FaultRule) -> None:
         with self._lock:

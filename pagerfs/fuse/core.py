@@ -1,0 +1,119 @@
+"""The filesystem without the protocol: plain blocking methods over the image and pager.
+
+pagerfs.fuse.operations turns these into pyfuse3 handlers; tests call them directly.
+Errors are raised as domain exceptions and mapped to errno in pagerfs.fuse.errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import stat as statmod
+import threading
+
+from pagerfs import zircon as zx
+from pagerfs.fuse.errors import ReadOnly
+from pagerfs.pager.user_pager import UserPager
+
+PAGE = zx.PAGE_SIZE
+
+# Some stores may keep only permission bits in mode; kind then gives the file type.
+_KIND_TYPE = {"file": statmod.S_IFREG, "reg": statmod.S_IFREG, "regular": statmod.S_IFREG,
+              "dir": statmod.S_IFDIR, "directory": statmod.S_IFDIR,
+              "symlink": statmod.S_IFLNK, "link": statmod.S_IFLNK}
+
+
+def st_mode(inode) -> int:
+    mode = inode.mode
+    if statmod.S_IFMT(mode) == 0:
+        mode |= _KIND_TYPE.get(str(inode.kind).lower().rsplit(".", 1)[-1], statmod.S_IFREG)
+    return mode
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenFile:
+    ino: int
+    vmo: int
+    size: int
+
+
+class FileSystem:
+    """One mounted image: lookups from the store, file data only through VMOs."""
+
+    def __init__(self, image, pager: UserPager, image_bytes: int = 0):
+        self.image = image
+        self.pager = pager
+        self.image_bytes = image_bytes
+        self._handles: dict[int, OpenFile] = {}
+        self._fh = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- names and attributes ----------------------------------------------------------
+
+    def stat(self, ino: int):
+        return self.image.stat(ino)
+
+    def lookup(self, parent: int, name: bytes):
+        if name == b".":
+            return self.image.stat(parent)
+        ino = self.image.lookup(parent, name)
+        if ino is None:
+            raise FileNotFoundError(name)
+        return self.image.stat(ino)
+
+    def opendir(self, ino: int) -> int:
+        if not statmod.S_ISDIR(st_mode(self.image.stat(ino))):
+            raise NotADirectoryError(ino)
+        return ino
+
+    def listdir(self, ino: int) -> list[tuple[bytes, object]]:
+        if not statmod.S_ISDIR(st_mode(self.image.stat(ino))):
+            raise NotADirectoryError(ino)
+        return [(name, self.image.stat(child)) for name, child in self.image.listdir(ino)]
+
+    def readlink(self, ino: int) -> bytes:
+        return self.image.readlink(ino)
+
+    def is_regular(self, ino: int) -> bool:
+        return statmod.S_ISREG(st_mode(self.image.stat(ino)))
+
+    # -- data -------------------------------------------------------------------------
+
+    def open(self, ino: int, flags: int) -> int:
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            raise ReadOnly()
+        if not self.is_regular(ino):
+            raise IsADirectoryError(ino)
+        size = self.image.stat(ino).size
+        vmo = self.pager.open(ino)
+        with self._lock:
+            fh = next(self._fh)
+            self._handles[fh] = OpenFile(ino, vmo, size)
+        return fh
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        """Blocks while the pager serves absent pages: call it off the event loop.
+
+        Returns the full length asked for, clamped only at EOF: the kernel would take a
+        short reply for end-of-file.
+        """
+        f = self._handles[fh]
+        length = min(size, f.size - offset)
+        if length <= 0:
+            return b""
+        return zx.zx_vmo_read(f.vmo, offset, length)
+
+    def release(self, fh: int) -> None:
+        with self._lock:
+            f = self._handles.pop(fh)
+        self.pager.close(f.ino)
+
+    def ino_of(self, fh: int) -> int:
+        return self._handles[fh].ino
+
+    def statfs(self) -> dict:
+        blocks = (self.image_bytes + PAGE - 1) // PAGE
+        return {"f_bsize": PAGE, "f_frsize": PAGE, "f_blocks": blocks, "f_bfree": 0,
+                "f_bavail": 0, "f_files": 0, "f_ffree": 0, "f_favail": 0,
+                "f_namemax": 255}

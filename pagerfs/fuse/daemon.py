@@ -1,0 +1,244 @@
+"""The mount daemon's life: preflight, fork, readiness, signals, and the end.
+
+`pagerfs mount` checks what it can in the caller (so that mistakes get one clear line
+and exit 2), then forks. The child mounts and reports over a pipe: "ok" once the mount
+answers, or the one-line reason it could not mount. The parent returns only then.
+
+SIGINT and SIGTERM end the FUSE loop and unmount cleanly. If the loop dies of anything
+else, the session is closed without unmounting, so that programs see ENOTCONN rather
+than an empty directory standing in for the image; `pagerfs umount` clears it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import logging.handlers
+import os
+import signal
+import stat
+import sys
+import traceback
+
+log = logging.getLogger("pagerfs.fuse")
+
+FUSE_DEVICE = "/dev/fuse"
+
+
+class MountError(Exception):
+    """Why a mount cannot be made, in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MountOptions:
+    allow_other: bool = False
+    page_budget: int | None = 256 * 2**20
+    pager_threads: int = 4
+    fuse_options: tuple[str, ...] = ()
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in units else ""
+    number = t[: len(t) - len(unit)]
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise MountError(f"{text!r} is not a size (try 256M or 1G)") from None
+    if value < 0:
+        raise MountError(f"{text!r} is not a size")
+    return int(value)
+
+
+# FUSE options passed through as they are (pyfuse3 takes them at init).
+_PASSTHROUGH = {"default_permissions", "noatime", "atime", "nodev", "nosuid", "dev", "suid"}
+
+
+def parse_options(texts: list[str]) -> MountOptions:
+    """-o a,b=c -o d ... -> MountOptions; unknown options are refused, not ignored."""
+    from pagerfs.pager.user_pager import MIN_BUDGET
+
+    fields: dict = {}
+    passthrough: list[str] = []
+    for text in texts:
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, value = item.partition("=")
+            if key == "allow_other" and not sep:
+                fields["allow_other"] = True
+            elif key == "page_budget" and sep:
+                budget = parse_size(value)
+                if budget < MIN_BUDGET:
+                    raise MountError(f"page_budget={value}: at least {MIN_BUDGET // 2**20}M")
+                fields["page_budget"] = budget
+            elif key == "pager_threads" and sep:
+                if not value.isdigit() or not 1 <= int(value) <= 64:
+                    raise MountError(f"pager_threads={value}: expected 1 to 64")
+                fields["pager_threads"] = int(value)
+            elif key in _PASSTHROUGH and not sep:
+                passthrough.append(key)
+            elif key in ("ro", "rw"):
+                continue  # always read-only; accepted so that fstab-style lines work
+            else:
+                raise MountError(f"unknown mount option {item!r}")
+    return MountOptions(fuse_options=tuple(passthrough), **fields)
+
+
+def preflight(image_path: str, mountpoint: str) -> None:
+    """Refuse, with one line, what would make the mount fail or mislead."""
+    if not os.path.exists(FUSE_DEVICE):
+        raise MountError(f"{FUSE_DEVICE} is missing: load the fuse module (modprobe fuse)")
+    try:
+        fd = os.open(FUSE_DEVICE, os.O_RDWR)
+        os.close(fd)
+    except OSError as err:
+        raise MountError(f"cannot open {FUSE_DEVICE}: {err.strerror}") from None
+    try:
+        st = os.stat(mountpoint)
+    except FileNotFoundError:
+        raise MountError(f"{mountpoint}: no such directory") from None
+    except OSError as err:
+        raise MountError(f"{mountpoint}: {err.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"{mountpoint}: not a directory")
+    if os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint}: something is already mounted there")
+    if os.listdir(mountpoint):
+        raise MountError(f"{mountpoint}: directory is not empty")
+    from pagerfs.store import FormatError, Image
+
+    try:
+        Image.open(image_path).close()
+    except FormatError as err:
+        raise MountError(f"{image_path}: not a usable image: {err}") from None
+    except OSError as err:
+        raise MountError(f"{image_path}: {err.strerror}") from None
+
+
+def _setup_logging(foreground: bool, log_path: str | None, debug: bool) -> None:
+    if log_path:
+        handler: logging.Handler = logging.FileHandler(log_path)
+    elif foreground:
+        handler = logging.StreamHandler(sys.stderr)
+    elif os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler("/dev/log")
+    else:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s pagerfs[%(process)d] %(threadName)s %(levelname)s %(message)s"))
+    root = logging.getLogger("pagerfs")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def serve(image_path: str, mountpoint: str, options: MountOptions, trace_path: str | None,
+          ready) -> int:
+    """Mount and serve until unmounted or signalled; `ready(error_or_None)` is called
+    exactly once, when the mount answers or when it cannot be made."""
+    import pyfuse3
+    import trio
+
+    from pagerfs.fuse.core import FileSystem
+    from pagerfs.fuse.operations import Operations
+    from pagerfs.pager.trace import Trace
+    from pagerfs.pager.user_pager import UserPager
+    from pagerfs.store import Image
+
+    try:
+        image = Image.open(image_path)
+        pager = UserPager(image, threads=options.pager_threads, budget=options.page_budget,
+                          trace=Trace.open(trace_path))
+    except Exception as err:
+        ready(f"cannot start: {err}")
+        return 2
+    fs = FileSystem(image, pager, image_bytes=os.path.getsize(image_path))
+    fuse_options = {"fsname=" + os.path.abspath(image_path), "subtype=pagerfs",
+                    "default_permissions", *options.fuse_options}
+    if options.allow_other:
+        fuse_options.add("allow_other")
+    try:
+        pyfuse3.init(Operations(fs), mountpoint, fuse_options)
+    except Exception as err:
+        pager.stop()
+        image.close()
+        ready(f"cannot mount on {mountpoint}: {err}")
+        return 2
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            # Signals are watched before readiness is reported, so that a SIGTERM right
+            # after `pagerfs mount` returns still unmounts cleanly.
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+                async def watch() -> None:
+                    async for signum in signals:
+                        log.info("%s: unmounting", signal.Signals(signum).name)
+                        pyfuse3.terminate()
+                        return
+
+                nursery.start_soon(watch)
+                ready(None)
+                await pyfuse3.main()
+                nursery.cancel_scope.cancel()
+
+    clean = False
+    try:
+        trio.run(main)
+        clean = True
+    except BaseException:
+        log.critical("FUSE loop died:\n%s", traceback.format_exc())
+    finally:
+        # A clean end unmounts; a crash leaves the mount to answer ENOTCONN.
+        pyfuse3.close(unmount=clean)
+        pager.stop()
+        image.close()
+    return 0 if clean else 1
+
+
+def daemonize(image_path: str, mountpoint: str, options: MountOptions, trace_path: str | None,
+              log_path: str | None, debug: bool) -> None:
+    """Fork a background daemon; return once it serves, or raise MountError."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(read_end)
+        status = 2
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+            os.chdir("/")
+            _setup_logging(False, log_path, debug)
+
+            def ready(error: str | None) -> None:
+                os.write(write_end, b"ok\n" if error is None else error.encode() + b"\n")
+                os.close(write_end)
+
+            status = serve(image_path, mountpoint, options, trace_path, ready)
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 4096):
+        chunks.append(chunk)
+    os.close(read_end)
+    message = b"".join(chunks).decode(errors="replace").strip()
+    if message != "ok":
+        os.waitpid(pid, 0)
+        raise MountError(message or "the daemon died before the mount was ready")
+
+
+def foreground(image_path: str, mountpoint: str, options: MountOptions, trace_path: str | None,
+               log_path: str | None, debug: bool) -> int:
+    _setup_logging(True, log_path, debug)
+    failure: list[str] = []
+
+    def ready(error: str | None) -> None:
+        if error:
+            failure.append(error)
+
+    status = serve(image_path, mountpoint, options, trace_path, ready)
+    if failure:
+        raise MountError(failure[0])
+    return status

@@ -1,0 +1,80 @@
+"""The control channel: extended attributes that ordinary tools can drive.
+
+    setfattr -n user.pagerfs.fault -v 'pages=A-B error=E ...' FILE   add a fault rule
+    setfattr -x user.pagerfs.fault FILE                              remove all rules
+    getfattr -n user.pagerfs.faults FILE                             the rules, one a line
+    getfattr -n user.pagerfs.stats FILE-or-mount-root                JSON counters
+    getfattr -n user.pagerfs.digest FILE                             sha256:<fs-verity hex>
+
+They are not listed by listxattr: they describe the mount, not the files, and `cp -a`
+or `tar --xattrs` should not copy them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pagerfs.fuse.core import PAGE, FileSystem
+from pagerfs.fuse.errors import NoAttribute, NotSupported, ReadOnly
+from pagerfs.pager.faults import FaultRuleError, format_rule, parse_rule
+
+FAULT = b"user.pagerfs.fault"
+FAULTS = b"user.pagerfs.faults"
+STATS = b"user.pagerfs.stats"
+DIGEST = b"user.pagerfs.digest"
+
+
+def get(fs: FileSystem, ino: int, name: bytes) -> bytes:
+    if name == STATS:
+        return json.dumps(stats(fs, ino), sort_keys=True).encode() + b"\n"
+    if name == FAULTS:
+        _regular(fs, ino)
+        return "".join(format_rule(r) + "\n" for r in fs.pager.faults(ino)).encode()
+    if name == DIGEST:
+        _regular(fs, ino)
+        return b"sha256:" + fs.image.fsverity_digest(ino).hex().encode()
+    raise NoAttribute(name)
+
+
+def set(fs: FileSystem, ino: int, name: bytes, value: bytes) -> bool:
+    """Apply one setxattr; True when the file's cached pages must be invalidated."""
+    if name != FAULT:
+        raise ReadOnly()
+    _regular(fs, ino)
+    rule = parse_rule(value)
+    pages = (fs.image.stat(ino).size + PAGE - 1) // PAGE
+    if rule.first_page >= pages:
+        raise FaultRuleError(f"pages={rule.first_page}: the file has {pages} pages")
+    fs.pager.add_fault(ino, rule)
+    return True
+
+
+def remove(fs: FileSystem, ino: int, name: bytes) -> bool:
+    if name != FAULT:
+        raise ReadOnly()
+    _regular(fs, ino)
+    if not fs.pager.faults(ino):
+        raise NoAttribute(name)
+    fs.pager.clear_faults(ino)
+    return True
+
+
+def stats(fs: FileSystem, ino: int) -> dict:
+    """One file's counters, or on the mount root the totals and the pager's state."""
+    if ino == fs.image.root:
+        out = fs.pager.stats.snapshot()
+        out.update(committed_pages=fs.pager.committed_pages(),
+                   budget_pages=(fs.pager.budget or 0) // PAGE,
+                   open_files=fs.pager.open_files(), pid=os.getpid())
+        return out
+    _regular(fs, ino)
+    out = fs.pager.stats.snapshot(ino)
+    out.update(committed_pages=fs.pager.committed_pages(ino),
+               fault_rules=len(fs.pager.faults(ino)))
+    return out
+
+
+def _regular(fs: FileSystem, ino: int) -> None:
+    if not fs.is_regular(ino):
+        raise NotSupported()

@@ -1,0 +1,202 @@
+"""The user pager: one pager, one port, a pool of threads serving page requests.
+
+Each open regular file is a pager-backed VMO whose key on the port is its inode number;
+the VMO lives while some opener holds it (refcounted) and is closed — which detaches it
+— when the last one lets go. Pager threads wait on the port and serve each READ request
+through RequestServer. Fault rules are kept per inode, independent of open VMOs, so a
+rule set on a closed file applies when it is next opened.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+
+from pagerfs import zircon as zx
+from pagerfs.pager.faults import FaultRule, FaultSet
+from pagerfs.pager.serve import PAGE, RequestServer
+from pagerfs.pager.stats import Stats
+from pagerfs.pager.trace import Trace
+
+log = logging.getLogger("pagerfs.pager")
+
+DEFAULT_THREADS = 4
+DEFAULT_BUDGET = 256 * 2**20
+# Below this, one 256 KiB FUSE read per blocked worker could evict its own first pages
+# before its last ones arrive, and readers would chase each other forever.
+MIN_BUDGET = 16 * 2**20
+_POLL_NS = 200_000_000  # how often idle pager threads look at the stop flag
+
+
+@dataclasses.dataclass
+class _OpenVmo:
+    handle: int
+    refs: int
+
+
+class UserPager:
+    def __init__(self, image, *, threads: int = DEFAULT_THREADS,
+                 budget: int | None = DEFAULT_BUDGET, trace: Trace | None = None):
+        if budget is not None and budget < MIN_BUDGET:
+            raise ValueError(f"a page budget below {MIN_BUDGET // 2**20} MiB cannot work")
+        self.image = image
+        self.budget = budget
+        self.stats = Stats()
+        self.trace = trace or Trace(None)
+        self.pager = zx.zx_pager_create(0)
+        self.port = zx.zx_port_create(0)
+        self.server = RequestServer(image, self.pager, self.stats, self.trace)
+        self._lock = threading.Lock()
+        self._vmos: dict[int, _OpenVmo] = {}
+        self._faults: dict[int, FaultSet] = collections.defaultdict(FaultSet)
+        self._stop = threading.Event()
+        zx.scanner_set_limit(budget)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"pager-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- VMOs ---------------------------------------------------------------------------
+
+    def open(self, ino: int) -> int:
+        """The VMO of a regular file, created on first open; pair with close()."""
+        with self._lock:
+            entry = self._vmos.get(ino)
+            if entry is None:
+                size = self.image.stat(ino).size
+                handle = zx.zx_pager_create_vmo(self.pager, 0, self.port, ino, size)
+                entry = self._vmos[ino] = _OpenVmo(handle, 0)
+            entry.refs += 1
+            return entry.handle
+
+    def close(self, ino: int) -> None:
+        with self._lock:
+            entry = self._vmos[ino]
+            entry.refs -= 1
+            if entry.refs:
+                return
+            del self._vmos[ino]
+        zx.zx_handle_close(entry.handle)
+
+    def _hold(self, ino: int) -> int | None:
+        """Take a reference for a pager thread, if the file is still open."""
+        with self._lock:
+            entry = self._vmos.get(ino)
+            if entry is None:
+                return None
+            entry.refs += 1
+            return entry.handle
+
+    # -- fault rules ----------------------------------------------------------------------
+
+    def _faultset(self, ino: int) -> FaultSet:
+        with self._lock:
+            return self._faults[ino]
+
+    def add_fault(self, ino: int, rule: FaultRule) -> int:
+        """Arm a rule and evict its pages, so that the next access asks the pager."""
+        faults = self._faultset(ino)
+        with faults.changing():
+            faults.add(rule)
+            return self.drop_pages(ino, rule.first_page, rule.last_page)
+
+    def clear_faults(self, ino: int) -> int:
+        faults = self._faultset(ino)
+        with faults.changing():
+            return sum(self.drop_pages(ino, rule.first_page, rule.last_page)
+                       for rule in faults.clear())
+
+    def faults(self, ino: int) -> list[FaultRule]:
+        faults = self._faults.get(ino)
+        return faults.rules() if faults else []
+
+    def drop_pages(self, ino: int, first_page: int, last_page: int) -> int:
+        """Evict pages from the file's VMO so that the next access asks the pager."""
+        handle = self._hold(ino)
+        if handle is None:
+            return 0
+        try:
+            size = zx.zx_vmo_get_size(handle)
+            offset = min(first_page * PAGE, size)
+            end = min((last_page + 1) * PAGE, size)
+            return zx.scanner_evict(handle, offset, end - offset) if end > offset else 0
+        finally:
+            self.close(ino)
+
+    # -- observability --------------------------------------------------------------------
+
+    def committed_pages(self, ino: int | None = None) -> int:
+        with self._lock:
+            handles = [e.handle for i, e in self._vmos.items() if ino in (None, i)]
+        total = 0
+        for handle in handles:
+            try:
+                total += zx.zx_object_get_info(handle, zx.ZX_INFO_VMO).committed_bytes
+            except zx.ZxError:
+                pass  # closed meanwhile: nothing committed any more
+        return total // PAGE
+
+    def open_files(self) -> int:
+        with self._lock:
+            return len(self._vmos)
+
+    # -- the pool ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        # Each thread has its own aux VMO, big enough for one chunk.
+        aux = zx.zx_vmo_create(self.image.chunk_size, 0)
+        try:
+            while not self._stop.is_set():
+                try:
+                    packet = zx.zx_port_wait(self.port, zx.zx_deadline_after(_POLL_NS))
+                except zx.ZxError as err:
+                    if err.status == zx.ZX_ERR_TIMED_OUT:
+                        continue
+                    if self._stop.is_set():
+                        return
+                    log.error("zx_port_wait failed: %s", err)
+                    continue
+                try:
+                    self._handle(aux, packet)
+                except Exception:  # a pager thread must outlive any one request
+                    log.exception("pager thread: unexpected error")
+        finally:
+            zx.zx_handle_close(aux)
+
+    def _handle(self, aux: int, packet) -> None:
+        request = packet.page_request
+        if packet.type != zx.ZX_PKT_TYPE_PAGE_REQUEST:
+            return
+        if request.command == zx.ZX_PAGER_VMO_COMPLETE:
+            self.trace.event("complete", ino=packet.key)
+            return
+        if request.command != zx.ZX_PAGER_VMO_READ:
+            log.error("unknown page request command %d", request.command)
+            return
+        handle = self._hold(packet.key)
+        if handle is None:
+            return  # closed: the detach already ended the request
+        faults = self._faultset(packet.key)
+        try:
+            with faults.serving():
+                self.server.serve(aux, packet.key, handle, request.offset, request.length,
+                                  faults)
+        finally:
+            self.close(packet.key)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            vmos, self._vmos = self._vmos, {}
+        for entry in vmos.values():
+            zx.zx_handle_close(entry.handle)
+        zx.zx_handle_close(self.port)
+        zx.zx_handle_close(self.pager)
+        zx.scanner_set_limit(None)
+        self.trace.close()
