@@ -139,7 +139,7 @@ def _compress(data: bytes | memoryview) -> tuple[bytes, bytes, int]:
 
 def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _Piece:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             parts = []
             got = 0

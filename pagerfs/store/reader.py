@@ -102,7 +102,8 @@ class Image:
     def open(cls, path: str | bytes | os.PathLike) -> "Image":
         name = show(os.fspath(path))
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO given as the image must not block the open.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as err:
             raise FormatError(f"{name}: {err.strerror}") from None
         try:

@@ -38,13 +38,16 @@ def _pad(level: bytes) -> bytes:
 
 
 def root_hash(level0: bytes) -> bytes:
-    """The Merkle root over level-0 hashes: hash each level's blocks until one remains."""
+    """The Merkle root over level-0 hashes: hash each level's blocks until one hash remains.
+
+    A file of one block has no tree at all: its root hash is that block's hash.
+    """
     if not level0:
         return bytes(_HASH)  # an empty file has no tree; fs-verity defines its root as zeros
     level = level0
-    while len(level) > BLOCK:
+    while len(level) > _HASH:
         level = block_hashes(_pad(level))
-    return sha256(_pad(level)).digest()
+    return level
 
 
 def digest_from_level0(level0: bytes, size: int) -> bytes:
