@@ -3,7 +3,6 @@ and a way to run the `pagerfs` command in-process or as a subprocess."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -37,9 +36,10 @@ def _in_process(args: list[str]) -> Run:
     old = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = new_out, new_err
     try:
-        with contextlib.suppress(SystemExit):
-            rc = -1
+        try:
             rc = main(args)
+        except SystemExit as exit:  # argparse's usage errors
+            rc = exit.code
         new_out.flush()
         new_err.flush()
     finally:
