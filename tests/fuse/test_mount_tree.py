@@ -1,0 +1,151 @@
+"""A mounted image looks, to ordinary tools, exactly like the tree it was built from."""
+
+import errno
+import hashlib
+import os
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+pytestmark = pytest.mark.fuse
+
+
+def walk(root):
+    """Relative path -> (type, mode, uid, gid, size, mtime_ns, link target or None)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+            size = st.st_size if not stat.S_ISDIR(st.st_mode) else None
+            out[os.path.relpath(path, root)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
+                                                st.st_uid, st.st_gid, size, st.st_mtime_ns, target)
+    return out
+
+
+def test_names_modes_owners_times_sizes_and_links_match(mnt, tree):
+    assert walk(mnt.path) == walk(tree)
+
+
+def test_find_lists_the_same_tree(mnt, tree, helpers):
+    def listing(root):
+        out = helpers.run("find", ".", "-printf", r"%y %m %s %p %l\n", cwd=root).stdout
+        return sorted(out.decode(errors="surrogateescape").splitlines())
+
+    # Directory sizes are the filesystem's own business; drop them before comparing.
+    def no_dir_sizes(lines):
+        return [" ".join(f if i != 2 or line.startswith("f") or line.startswith("l") else "-"
+                         for i, f in enumerate(line.split(" "))) for line in lines]
+
+    assert no_dir_sizes(listing(mnt.path)) == no_dir_sizes(listing(tree))
+
+
+def test_every_file_is_identical_by_cmp_and_sha256sum(mnt, tree, helpers):
+    files = sorted(p.relative_to(tree) for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+    assert len(files) >= 8
+    for rel in files:
+        helpers.run("cmp", tree / rel, mnt.path / rel)
+    sums = helpers.run("sha256sum", *files, cwd=tree).stdout
+    check = subprocess.run(["sha256sum", "--check", "--strict", "-"], input=sums,
+                           cwd=mnt.path, capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_cp_a_copies_the_whole_tree(mnt, tree, tmp_path, helpers):
+    helpers.run("cp", "-a", f"{mnt.path}/.", tmp_path / "copy")
+    assert walk(tmp_path / "copy") == walk(tree)
+    helpers.run("diff", "-r", "--no-dereference", tree, tmp_path / "copy")
+
+
+def test_tar_of_the_mount_holds_the_source_bytes(mnt, tree, tmp_path, helpers):
+    helpers.run("tar", "-cf", tmp_path / "t.tar", "-C", mnt.path, ".")
+    with tarfile.open(tmp_path / "t.tar") as tar:
+        members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+        for rel in ("big.bin", "odd-size.bin", "dir/sub/deep.txt", "empty"):
+            assert tar.extractfile(members[rel]).read() == (tree / rel).read_bytes()
+        assert members["link"].linkname == "hello.txt"
+
+
+def test_stat_and_python_reads_at_odd_offsets(mnt, tree):
+    data = (tree / "odd-size.bin").read_bytes()
+    with open(mnt.path / "odd-size.bin", "rb", buffering=0) as f:
+        for offset, length in [(0, 1), (4095, 2), (65535, 70000), (len(data) - 10, 100),
+                               (len(data), 10), (len(data) + 5000, 10)]:
+            assert os.pread(f.fileno(), length, offset) == data[offset:offset + length]
+
+
+def test_digest_xattr_matches_fsverity_digest_of_the_source(mnt, tree, helpers):
+    for rel in ("big.bin", "hello.txt", "empty", "odd-size.bin"):
+        expected = helpers.run("fsverity", "digest", "--compact", tree / rel).stdout.decode().strip()
+        got = os.getxattr(mnt.path / rel, "user.pagerfs.digest").decode()
+        assert got == "sha256:" + expected.removeprefix("sha256:")
+
+
+def test_the_mount_is_read_only(mnt):
+    root = mnt.path
+    attempts = [
+        lambda: open(root / "hello.txt", "r+b"),
+        lambda: open(root / "new", "wb"),
+        lambda: os.mkdir(root / "newdir"),
+        lambda: os.unlink(root / "hello.txt"),
+        lambda: os.rename(root / "hello.txt", root / "moved"),
+        lambda: os.symlink("x", root / "newlink"),
+        lambda: os.link(root / "hello.txt", root / "newhard"),
+        lambda: os.chmod(root / "hello.txt", 0o777),
+        lambda: os.truncate(root / "hello.txt", 0),
+        lambda: os.rmdir(root / "dir" / "sub"),
+        lambda: os.setxattr(root / "hello.txt", "user.other", b"x"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EROFS, attempt
+    assert (root / "hello.txt").read_text() == "hello, pager\n"
+
+
+def test_proc_mounts_and_statfs(mnt):
+    with open("/proc/self/mounts") as f:
+        entries = [line.split() for line in f]
+    kinds = [e[2] for e in entries if e[1] == str(mnt.path)]
+    assert kinds == ["fuse.pagerfs"]
+    st = os.statvfs(mnt.path)
+    assert st.f_bsize == 4096 and st.f_blocks * 4096 >= os.path.getsize(mnt.image)
+
+
+def test_xattrs_absent_and_control_attrs_hidden(mnt):
+    assert os.listxattr(mnt.path / "hello.txt") == []
+    with pytest.raises(OSError) as info:
+        os.getxattr(mnt.path / "hello.txt", "user.nothing")
+    assert info.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as info:
+        os.getxattr(mnt.path / "dir", "user.pagerfs.digest")
+    assert info.value.errno == errno.ENOTSUP
+
+
+def test_missing_names_and_wrong_kinds(mnt):
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt.path / "no-such-file")
+    with pytest.raises(NotADirectoryError):
+        os.listdir(mnt.path / "hello.txt")
+    with pytest.raises(FileNotFoundError):
+        open(mnt.path / "dir" / "dangling")
+
+
+def test_stats_count_what_the_pager_did(mnt, tree):
+    before = mnt.stats("big.bin")
+    with open(mnt.path / "big.bin", "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        data = f.read()
+        during = mnt.stats("big.bin")
+    assert hashlib.sha256(data).digest() == hashlib.sha256((tree / "big.bin").read_bytes()).digest()
+    npages = -(-len(data) // 4096)
+    assert during["committed_pages"] == npages  # all of it is in the VMO while open
+    assert during["page_requests"] > before["page_requests"]
+    assert during["pages_supplied"] - before["pages_supplied"] >= npages
+    assert during["pages_failed"] == {}
+    totals = mnt.stats()
+    assert totals["pages_supplied"] >= during["pages_supplied"]
+    assert totals["pid"] > 0
