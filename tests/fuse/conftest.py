@@ -195,4 +195,4 @@ def helpers():
     return types.SimpleNamespace(
         pagerfs=pagerfs, run=run, pattern=pattern, make_tree=make_tree, mounted=mounted,
         build_image=build_image, drop_page_cache=drop_page_cache, PAGE=PAGE, CHUNK=CHUNK,
-        require_fuse=require_fuse)
+        require_fuse=require_fuse, REPO=REPO)

@@ -1,0 +1,179 @@
+"""The daemon's life: clear refusals, clean ends on signals, ENOTCONN after a crash,
+`pagerfs umount` for both, and a page budget that bounds its memory."""
+
+import errno
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.fuse
+
+
+def one_line_error(done, *needles):
+    assert done.returncode == 2, done
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pagerfs: "), done.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def wait_exit(pid, timeout=20.0):
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        assert select.select([fd], [], [], timeout)[0], f"pid {pid} still running"
+    finally:
+        os.close(fd)
+
+
+def test_refusals_are_one_line_and_exit_2(image, tmp_path, helpers):
+    helpers.require_fuse()
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "junk.img").write_bytes(os.urandom(10000))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (("mount", image, full), "not empty"),
+        (("mount", image, tmp_path / "missing"), "no such directory"),
+        (("mount", image, tmp_path / "file"), "not a directory"),
+        (("mount", tmp_path / "junk.img", empty), "not a usable image"),
+        (("mount", tmp_path / "nothing.img", empty), "nothing.img"),
+        (("mount", image, empty, "-o", "bogus"), "unknown mount option"),
+        (("mount", image, empty, "-o", "page_budget=1M"), "page_budget"),
+        (("umount", empty), "not mounted"),
+        (("umount", "/proc"), "not a pagerfs mount"),
+        (("stats", tmp_path / "file"), "not a pagerfs"),
+    ]
+    for args, needle in cases:
+        one_line_error(helpers.pagerfs(*args, check=False), needle)
+    assert not os.path.ismount(empty) and os.listdir(full) == ["x"]
+
+
+def test_mount_without_dev_fuse_is_refused(image, tmp_path, helpers):
+    helpers.require_fuse()
+    if not shutil.which("unshare"):
+        pytest.skip("unshare (util-linux) is missing")
+    (tmp_path / "m").mkdir()
+    # A private mount namespace whose /dev lacks the fuse device; the host is untouched.
+    script = ('mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && '
+              'mknod -m 666 /dev/urandom c 1 9 && exec "$@"')
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+                           sys.executable, "-m", "pagerfs", "mount", str(image), str(tmp_path / "m")],
+                          capture_output=True, text=True, timeout=60, cwd=helpers.REPO)
+    one_line_error(done, "/dev/fuse")
+
+
+def test_mounting_twice_on_one_place_is_refused(mnt, helpers):
+    one_line_error(helpers.pagerfs("mount", mnt.image, mnt.path, check=False), "already mounted")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_unmount_cleanly(image, tmp_path, helpers, signum):
+    with helpers.mounted(image, tmp_path / "m") as mount:
+        pid = mount.pid
+        assert (mount.path / "hello.txt").read_text() == "hello, pager\n"
+        os.kill(pid, signum)
+        wait_exit(pid)
+        assert not os.path.ismount(mount.path)
+        assert os.listdir(mount.path) == []  # the plain, empty directory again
+
+
+def test_crash_leaves_enotconn_and_umount_clears_it(image, tmp_path, helpers):
+    with helpers.mounted(image, tmp_path / "m") as mount:
+        pid = mount.pid
+        os.kill(pid, signal.SIGKILL)
+        wait_exit(pid)
+        with pytest.raises(OSError) as info:
+            os.listdir(mount.path)
+        assert info.value.errno == errno.ENOTCONN
+        helpers.pagerfs("umount", mount.path)
+        assert not os.path.ismount(mount.path) and os.listdir(mount.path) == []
+
+
+def test_umount_waits_for_the_daemon_and_refuses_when_busy(image, tmp_path, helpers):
+    with helpers.mounted(image, tmp_path / "m") as mount:
+        pid = mount.pid
+        with open(mount.path / "hello.txt") as busy:
+            done = helpers.pagerfs("umount", mount.path, check=False)
+            one_line_error(done, "busy")
+            assert busy.read() == "hello, pager\n"
+        helpers.pagerfs("umount", mount.path)
+        assert not os.path.ismount(mount.path)
+        wait_exit(pid, timeout=0)  # umount returned only once the daemon was gone
+
+
+def test_foreground_mount_serves_until_interrupted(image, tmp_path, helpers):
+    helpers.require_fuse()
+    where = tmp_path / "m"
+    where.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "pagerfs", "mount", "-f", str(image), str(where)],
+                            stderr=subprocess.PIPE, text=True,
+                            cwd=helpers.REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(where):  # -f has no readiness signal but the mount itself
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.02)
+        assert (where / "hello.txt").read_text() == "hello, pager\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not os.path.ismount(where)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+        if os.path.ismount(where):
+            subprocess.run(["fusermount3", "-uz", str(where)])
+
+
+def vm_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_page_budget_bounds_committed_pages_and_memory(tmp_path, helpers):
+    helpers.require_fuse()
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 96 * 2**20
+    with open(src / "large", "wb") as f:
+        for i in range(size // 2**20):
+            f.write(helpers.pattern(2**20, 100 + i))
+    image = helpers.build_image(src, tmp_path / "large.img", chunk=128 * 1024)
+    budget = 16 * 2**20
+    with helpers.mounted(image, tmp_path / "m", "-o", "page_budget=16M") as mount:
+        pid = mount.pid
+        base = vm_rss(pid)
+        with open(mount.path / "large", "rb") as f:
+            total = 0
+            for i in range(size // 2**20):
+                assert f.read(2**20) == helpers.pattern(2**20, 100 + i), i
+                total += 2**20
+            stats = mount.stats("large")
+            # The whole file went through, yet at most the budget is committed.
+            assert stats["pages_supplied"] >= size // 4096
+            assert stats["committed_pages"] * 4096 <= budget
+            assert mount.stats()["budget_pages"] * 4096 == budget
+            grown = vm_rss(pid) - base
+        assert total == size
+        assert grown < budget + 48 * 2**20, f"daemon grew by {grown / 2**20:.0f} MiB"
+        # Evicted pages come back through the pager when read again.
+        with open(mount.path / "large", "rb") as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            assert f.read(2**20) == helpers.pattern(2**20, 100)
