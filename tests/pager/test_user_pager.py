@@ -1,0 +1,194 @@
+"""The user pager against the real kernel model and a real image (no FUSE)."""
+
+import logging
+import os
+
+import pytest
+
+from pagerfs import zircon as zx
+from pagerfs.pager.faults import parse_rule
+from pagerfs.pager.user_pager import UserPager
+from pagerfs.store import Image, build_image, corrupt
+
+PAGE = 4096
+CHUNK = 16 * 1024  # 4 pages a chunk
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    root = tmp_path_factory.mktemp("src")
+    data = b"".join(os.urandom(2048) + bytes([i % 251]) * 2048 for i in range(64)) + b"tail"
+    (root / "f").write_bytes(data)
+    (root / "small").write_bytes(b"small file\n")
+    image = tmp_path_factory.mktemp("img") / "i.img"
+    build_image(str(root), str(image), chunk_size=CHUNK)
+    return data, image
+
+
+@pytest.fixture
+def pager(source):
+    image = Image.open(source[1])
+    up = UserPager(image, threads=2)
+    yield up
+    up.stop()
+    image.close()
+
+
+def read_pages(vmo, first, count):
+    return zx.zx_vmo_read(vmo, first * PAGE, count * PAGE)
+
+
+def outcome(vmo, page, size):
+    try:
+        return zx.zx_vmo_read(vmo, page * PAGE, min(PAGE, size - page * PAGE))
+    except zx.ZxError as err:
+        return err.status
+
+
+def test_serves_every_byte(pager, source):
+    data, _ = source
+    ino = pager.image.resolve(b"f")
+    vmo = pager.open(ino)
+    try:
+        assert zx.zx_vmo_read(vmo, 0, len(data)) == data
+        stats = pager.stats.snapshot(ino)
+        assert stats["pages_supplied"] == -(-len(data) // PAGE)
+        assert pager.committed_pages(ino) == -(-len(data) // PAGE)
+    finally:
+        pager.close(ino)
+    assert pager.committed_pages(ino) == 0  # closing the last opener frees the VMO
+
+
+@pytest.mark.parametrize("error,status", [
+    ("IO", zx.ZX_ERR_IO), ("IO_DATA_INTEGRITY", zx.ZX_ERR_IO_DATA_INTEGRITY),
+    ("BAD_STATE", zx.ZX_ERR_BAD_STATE), ("corrupt", zx.ZX_ERR_IO_DATA_INTEGRITY)])
+def test_only_the_rule_pages_fail_with_their_status(pager, source, error, status):
+    data, _ = source
+    ino = pager.image.resolve(b"f")
+    vmo = pager.open(ino)
+    try:
+        pager.add_fault(ino, parse_rule(f"pages=6-9 error={error}"))  # spans two chunks
+        # One request over all of it fails as a whole (the contract's kernel) ...
+        with pytest.raises(zx.ZxError) as info:
+            read_pages(vmo, 0, 16)
+        assert info.value.status == status
+        # ... but every good page of it was supplied on the way.
+        committed = pager.committed_pages(ino)
+        for page in range(16):
+            got = outcome(vmo, page, len(data))
+            if 6 <= page <= 9:
+                assert got == status, page
+            else:
+                assert got == data[page * PAGE:(page + 1) * PAGE], page
+        assert pager.committed_pages(ino) == committed  # the good pages asked for nothing
+        name = "IO_DATA_INTEGRITY" if error == "corrupt" else error
+        assert set(pager.stats.snapshot(ino)["pages_failed"]) == {name}
+    finally:
+        pager.close(ino)
+
+
+def test_adding_a_rule_evicts_present_pages(pager, source):
+    data, _ = source
+    ino = pager.image.resolve(b"f")
+    vmo = pager.open(ino)
+    try:
+        assert read_pages(vmo, 0, 8) == data[:8 * PAGE]
+        pager.add_fault(ino, parse_rule("pages=2 error=IO"))
+        assert outcome(vmo, 2, len(data)) == zx.ZX_ERR_IO
+        assert pager.clear_faults(ino) == 0  # page 2 was absent: nothing to evict
+        assert outcome(vmo, 2, len(data)) == data[2 * PAGE:3 * PAGE]
+    finally:
+        pager.close(ino)
+
+
+def test_real_damage_in_the_image_fails_its_chunk_only(source, tmp_path):
+    data, image = source
+    damaged = tmp_path / "damaged.img"
+    damaged.write_bytes(image.read_bytes())
+    corrupt(str(damaged), b"f", 9)
+    with Image.open(damaged) as img:
+        up = UserPager(img, threads=1)
+        ino = img.resolve(b"f")
+        vmo = up.open(ino)
+        try:
+            for page in range(16):
+                got = outcome(vmo, page, len(data))
+                if 8 <= page <= 11:  # the chunk holding page 9
+                    assert got == zx.ZX_ERR_IO_DATA_INTEGRITY
+                else:
+                    assert got == data[page * PAGE:(page + 1) * PAGE]
+        finally:
+            up.close(ino)
+            up.stop()
+
+
+def test_unreadable_image_fails_with_zx_err_io(source, tmp_path):
+    data, image = source
+    copy = tmp_path / "copy.img"
+    copy.write_bytes(image.read_bytes())
+    with Image.open(copy) as img:
+        os.truncate(copy, 4096)  # the data vanishes under the open image
+        up = UserPager(img, threads=1)
+        ino = img.resolve(b"f")
+        vmo = up.open(ino)
+        try:
+            assert outcome(vmo, 0, len(data)) == zx.ZX_ERR_IO
+            assert up.stats.snapshot(ino)["pages_failed"]["IO"] >= 1
+        finally:
+            up.close(ino)
+            up.stop()
+
+
+class BrokenImage:
+    """A real image whose chunk reads hit a bug: the pager must not hang or die."""
+
+    def __init__(self, image):
+        self._image = image
+
+    def __getattr__(self, name):
+        return getattr(self._image, name)
+
+    def read_chunk(self, ino, index, tamper=None):
+        raise RuntimeError("a bug in the store")
+
+
+def test_unexpected_errors_become_bad_state_and_a_log_line(source, caplog):
+    data, image = source
+    with Image.open(image) as img:
+        up = UserPager(BrokenImage(img), threads=1)
+        ino = img.resolve(b"f")
+        vmo = up.open(ino)
+        try:
+            with caplog.at_level(logging.ERROR, logger="pagerfs.pager"):
+                assert outcome(vmo, 3, len(data)) == zx.ZX_ERR_BAD_STATE
+                assert outcome(vmo, 3, len(data)) == zx.ZX_ERR_BAD_STATE  # still serving
+            assert "a bug in the store" in caplog.text
+        finally:
+            up.close(ino)
+            up.stop()
+
+
+def test_budget_keeps_committed_pages_bounded(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    # 24 MiB, every page different, compressing well: larger than the 16 MiB budget.
+    data = b"".join(i.to_bytes(4, "little") * 1024 for i in range(6 * 1024))
+    (src / "large").write_bytes(data)
+    build_image(str(src), str(tmp_path / "l.img"), chunk_size=128 * 1024)
+    with Image.open(tmp_path / "l.img") as img:
+        up = UserPager(img, threads=2, budget=16 * 2**20)
+        ino = img.resolve(b"large")
+        vmo = up.open(ino)
+        try:
+            for offset in range(0, len(data), 2**20):
+                assert zx.zx_vmo_read(vmo, offset, 2**20) == data[offset:offset + 2**20]
+                assert up.committed_pages() * PAGE <= 16 * 2**20
+            assert up.stats.snapshot(ino)["pages_supplied"] == len(data) // PAGE
+            # The first pages were evicted; reading them again asks the pager again.
+            assert zx.zx_vmo_read(vmo, 0, PAGE) == data[:PAGE]
+            assert up.stats.snapshot(ino)["pages_supplied"] > len(data) // PAGE
+        finally:
+            up.close(ino)
+            up.stop()
+    with pytest.raises(ValueError):
+        UserPager(None, budget=2**20)
