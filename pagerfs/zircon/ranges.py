@@ -30,12 +30,14 @@ def zeros(n: int) -> memoryview:
 
 
 def as_view(data: object) -> memoryview:
-    """An immutable byte view of data, copying only when the caller could change it."""
+    """An immutable byte view of a bytes-like object, copying only when the caller could
+    change it later. Raises TypeError for anything without the buffer protocol."""
     if type(data) is bytes:
         return memoryview(data)
-    if type(data) is memoryview and data.readonly and type(data.obj) is bytes:
-        return data.cast("B") if data.format != "B" or data.ndim != 1 else data
-    return memoryview(bytes(data))
+    view = memoryview(data)  # type: ignore[arg-type]
+    if view.readonly and type(view.obj) is bytes:
+        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    return memoryview(view.tobytes())
 
 
 class Extent:
