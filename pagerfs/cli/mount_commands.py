@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -85,8 +86,8 @@ def add_parsers(sub) -> None:
 def run_mount(args) -> int:
     from pagerfs.fuse import daemon
 
-    image = os.path.abspath(args.image)
-    mountpoint = os.path.abspath(args.mountpoint)
+    image = os.path.realpath(args.image)
+    mountpoint = os.path.realpath(args.mountpoint)
     try:
         options = daemon.parse_options(args.options)
         daemon.preflight(image, mountpoint)
@@ -102,15 +103,19 @@ def run_mount(args) -> int:
 
 # -- umount ---------------------------------------------------------------------------
 
+def _unescape(field: bytes) -> str:
+    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
+
+
 def _mount_type(mountpoint: str) -> str | None:
     """The filesystem type /proc/mounts gives for this mount point, if mounted."""
-    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
-        found = None
+    found = None
+    with open("/proc/self/mounts", "rb") as f:
         for line in f:
             fields = line.split()
-            # /proc/mounts escapes spaces and the like as octal.
-            if len(fields) >= 3 and fields[1].encode().decode("unicode_escape") == mountpoint:
-                found = fields[2]
+            if len(fields) >= 3 and _unescape(fields[1]) == mountpoint:
+                found = fields[2].decode(errors="replace")  # the last mount there wins
     return found
 
 
@@ -152,7 +157,7 @@ def _wait_exit(pid: int, seconds: float) -> bool:
 
 
 def run_umount(args) -> int:
-    mountpoint = os.path.abspath(args.mountpoint)
+    mountpoint = os.path.realpath(args.mountpoint)
     kind = _mount_type(mountpoint)
     if kind is None:
         raise CommandError(f"{args.mountpoint}: not mounted")

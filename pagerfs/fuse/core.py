@@ -67,10 +67,13 @@ class FileSystem:
             raise NotADirectoryError(ino)
         return ino
 
-    def listdir(self, ino: int) -> list[tuple[bytes, object]]:
+    def listdir(self, ino: int, start: int = 0):
+        """(name, Inode) of the entries from index `start` on, stat'ed as consumed, so
+        that a big directory listed in many readdir calls costs O(n), not O(n^2)."""
         if not statmod.S_ISDIR(st_mode(self.image.stat(ino))):
             raise NotADirectoryError(ino)
-        return [(name, self.image.stat(child)) for name, child in self.image.listdir(ino)]
+        for name, child in self.image.listdir(ino)[start:]:
+            yield name, self.image.stat(child)
 
     def readlink(self, ino: int) -> bytes:
         return self.image.readlink(ino)

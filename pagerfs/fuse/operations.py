@@ -81,7 +81,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def readdir(self, fh, start_id, token):
-        for index, (name, inode) in enumerate(self.fs.listdir(fh)[start_id:], start_id):
+        for index, (name, inode) in enumerate(self.fs.listdir(fh, start_id), start_id):
             if not pyfuse3.readdir_reply(token, name, entry(inode), index + 1):
                 break
 

@@ -149,3 +149,18 @@ def test_stats_count_what_the_pager_did(mnt, tree):
     totals = mnt.stats()
     assert totals["pages_supplied"] >= during["pages_supplied"]
     assert totals["pid"] > 0
+
+
+def test_big_directory_and_odd_mountpoint_names(tmp_path, helpers):
+    src = tmp_path / "src"
+    (src / "many").mkdir(parents=True)
+    names = {f"file-{i:05d}-{'x' * (i % 50)}" for i in range(3000)}
+    for name in names:
+        (src / "many" / name).write_bytes(name.encode())
+    image = helpers.build_image(src, tmp_path / "many.img")
+    where = tmp_path / "mount point é\tx"
+    with helpers.mounted(image, where) as mount:
+        assert set(os.listdir(mount.path / "many")) == names
+        assert (mount.path / "many" / "file-02999-" f"{'x' * (2999 % 50)}").read_bytes().startswith(b"file-02999")
+        helpers.pagerfs("umount", mount.path)
+        assert not os.path.ismount(mount.path)
