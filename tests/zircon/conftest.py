@@ -262,3 +262,79 @@ def spawn():
 def thread_factory():
     """thread_factory(fn) -> a TestThread not yet started."""
     return TestThread
+
+
+class Server:
+    """A pager thread: serves every READ packet on the UserPager's port until stopped.
+
+    policy(vmo, page, npages) -> None to supply the expected content, or a status to
+    FAIL the request's range with (after supplying the pages it can).
+    """
+
+    def __init__(self, pager: UserPager, policy=None) -> None:
+        self.pager = pager
+        self.policy = policy
+        self.by_key = {}
+        self.requests = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def add(self, vmo: Vmo) -> Vmo:
+        self.by_key[vmo.key] = vmo
+        return vmo
+
+    def start(self) -> "Server":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    packet = zx.zx_port_wait(self.pager.port, zx.zx_deadline_after(20_000_000))
+                except zx.ZxError as e:
+                    if e.status == zx.ZX_ERR_TIMED_OUT:
+                        continue
+                    raise
+                req = packet.page_request
+                if req.command != zx.ZX_PAGER_VMO_READ:
+                    continue
+                self.requests += 1
+                vmo = self.by_key[packet.key]
+                page, npages = req.offset // PAGE, req.length // PAGE
+                status = self.policy(vmo, page, npages) if self.policy else None
+                if status is None:
+                    self.pager.supply_pages(vmo, page, npages)
+                else:
+                    self.pager.fail_pages(vmo, page, npages, status)
+        except BaseException as e:  # noqa: BLE001 - reported by stop()
+            self.errors.append(e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(JOIN_TIMEOUT)
+        assert not self._thread.is_alive()
+        if self.errors:
+            raise self.errors[0]
+
+
+@pytest.fixture
+def serve(pager):
+    """serve(policy=None) -> a started Server for the test's UserPager."""
+    servers: list[Server] = []
+
+    def start(policy=None) -> Server:
+        servers.append(Server(pager, policy).start())
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def scanner_limit():
+    """Set a kernel-wide budget for the test; always cleared afterwards."""
+    yield zx.scanner_set_limit
+    zx.scanner_set_limit(None)
