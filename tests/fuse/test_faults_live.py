@@ -137,23 +137,20 @@ def test_count_fires_on_the_next_n_requests_only(fresh_mount, tree):
     assert fresh_mount.stats(FILE)["pages_failed"] == {"IO": 2}
 
 
-def test_probability_is_reproducible_for_a_seed(fresh_mount):
+def test_probability_fails_some_requests_and_not_others(fresh_mount, tree):
+    # Which requests the kernel makes (readahead windows, retries) varies with timing,
+    # so the exact sequence is checked at the pager level (tests/pager); here, that a
+    # rule with probability=0.5 really fails some reads and lets others through.
     path = fresh_mount.path / FILE
-    rule = "pages=5 error=IO probability=0.5 seed=11"
-
-    def outcomes():
-        assert setfattr(path, rule).returncode == 0
-        result = []
-        for _ in range(16):
-            result.append(isinstance(dd_page(path, 5), bytes))
-            with open(path, "rb") as f:
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        subprocess.run(["setfattr", "-x", "user.pagerfs.fault", str(path)], check=True)
-        return result
-
-    first = outcomes()
-    assert first == outcomes()  # a fresh rule with the same seed decides the same way
-    assert True in first and False in first
+    source = (tree / FILE).read_bytes()
+    assert setfattr(path, "pages=5 error=IO probability=0.5 seed=11").returncode == 0
+    outcomes = set()
+    for _ in range(24):
+        got = dd_page(path, 5)
+        outcomes.add("ok" if got == page_of(source, 5) else got if isinstance(got, bytes) else "EIO")
+        with open(path, "rb") as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    assert outcomes == {"ok", "EIO"}
 
 
 def test_slow_pager_delays_but_serves(fresh_mount, tree):

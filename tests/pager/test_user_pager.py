@@ -192,3 +192,23 @@ def test_budget_keeps_committed_pages_bounded(tmp_path):
             up.stop()
     with pytest.raises(ValueError):
         UserPager(None, budget=2**20)
+
+
+def test_probability_rules_decide_the_same_way_for_a_seed(pager, source):
+    data, _ = source
+    ino = pager.image.resolve(b"f")
+
+    def outcomes(rule):
+        pager.add_fault(ino, parse_rule(rule))
+        result = []
+        for _ in range(32):
+            vmo = pager.open(ino)  # a fresh VMO each time: every read is a request
+            result.append(outcome(vmo, 5, len(data)) == zx.ZX_ERR_IO)
+            pager.close(ino)
+        pager.clear_faults(ino)
+        return result
+
+    first = outcomes("pages=5 error=IO probability=0.5 seed=11")
+    assert first == outcomes("pages=5 error=IO probability=0.5 seed=11")
+    assert first != outcomes("pages=5 error=IO probability=0.5 seed=12")
+    assert 6 <= sum(first) <= 26
