@@ -1,0 +1,5 @@
+import sys
+
+from benchlib.run import main
+
+sys.exit(main())

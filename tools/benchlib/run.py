@@ -1,0 +1,330 @@
+"""tools/bench: pagerfs against squashfuse_ll + mksquashfs -comp lz4, one machine, one run.
+
+Each round measures every probe on both file systems back to back (A B), so the two
+figures of a pair see the same machine state; the table reports the median over rounds
+with the min–max, and the ratio pagerfs/peer of the medians. "Cold" means a fresh mount
+(no daemon-side cache survives) and a dropped kernel page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchlib import datasets, measure, report
+from benchlib.stats import percentile
+from benchlib.systems import LABELS, PAGERFS, SQUASHFS, SYSTEMS, BenchError, Mounts, build_image, pagerfs_cmd
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CACHE = Path("/var/tmp/pagerfs-bench")
+MiB = 2**20
+
+FULL = {"big": 512 * MiB, "tree": 20_000, "reads": 2000}
+QUICK = {"big": 64 * MiB, "tree": 2_000, "reads": 300}
+
+
+def parse_size(text: str) -> int:
+    """`512M`, `64MiB`, `1G`, `4096`: a byte count (binary units)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4096, 64M, 1G)")
+    return int(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower())
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="tools/bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="a small data set (64 MiB file, 2,000-file tree): under a minute")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--out", type=Path, default=REPO / "bench-results", help="directory for the JSON, PNG and table")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"data sets and images (default {DEFAULT_CACHE})")
+    p.add_argument("--big-size", type=parse_size, help="size of the large file (default 512M; 64M with --quick)")
+    p.add_argument("--tree-files", type=int, help="files in the metadata tree (default 20000; 2000 with --quick)")
+    p.add_argument("--random-reads", type=int, help="4 KiB preads per cold random run (default 2000; 300 with --quick)")
+    p.add_argument("--page-budget", type=parse_size, help="pagerfs page budget for the memory probe (default: large file / 4)")
+    p.add_argument("--tar-root", action="append", help="where the large file's system files come from (default /usr/lib)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the generated tree and the random offsets")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of: pagerfs,squashfs")
+    p.add_argument("--mkimage-opt", action="append", default=[], help="extra argument for `pagerfs mkimage` (repeatable)")
+    p.add_argument("--replot", type=Path, metavar="JSON",
+                   help="redraw the table and chart of a saved result (next to it), measure nothing")
+    p.add_argument("--profile", action="store_true",
+                   help="afterwards, sample the pagerfs daemon with py-spy during one cold sequential read")
+    args = p.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    args.big_size = args.big_size or size["big"]
+    args.tree_files = args.tree_files or size["tree"]
+    args.random_reads = args.random_reads or size["reads"]
+    args.page_budget = args.page_budget or args.big_size // 4
+    args.tar_root = tuple(args.tar_root or ["/usr/lib"])
+    args.systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    if not args.systems or any(s not in SYSTEMS for s in args.systems):
+        p.error(f"--systems takes a comma-separated subset of {','.join(SYSTEMS)}")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if args.big_size < 4 * args.page_budget:
+        p.error("the large file must be at least 4x the page budget")
+    return args
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def preflight(systems: tuple[str, ...]) -> None:
+    if not measure.can_drop_caches():
+        raise BenchError("cannot write /proc/sys/vm/drop_caches (run as root)")
+    if not os.path.exists("/dev/fuse"):
+        raise BenchError("/dev/fuse is missing")
+    for tool in ["tar", "fusermount3"] + (["mksquashfs", "squashfuse_ll"] if SQUASHFS in systems else []):
+        if not shutil.which(tool):
+            raise BenchError(f"{tool} not found (tools/setup installs it)")
+    if PAGERFS in systems:
+        for sub in ("mkimage", "mount", "umount"):
+            proc = subprocess.run([*pagerfs_cmd(), sub, "--help"], capture_output=True)
+            if proc.returncode != 0:
+                raise BenchError(f"`pagerfs {sub}` is not available (or use --systems squashfs)")
+
+
+def warm_source(ds: datasets.DataSet) -> None:
+    """Pulls the source into the page cache so both builders start from the same warm
+    state and the build time measures the builder, not the disk."""
+    for dirpath, _, files in os.walk(ds.src):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                while f.read(1 << 20):
+                    pass
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
+            "mem_gib": round(mem / 2**30, 1), "python": platform.python_version()}
+
+
+def versions() -> dict:
+    def out(cmd: list[str]) -> str:
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            return ((p.stdout or p.stderr).strip().splitlines() or [""])[0]
+        except OSError:
+            return ""
+    dirty = out(["git", "status", "--porcelain", "--", "pagerfs"]) != ""
+    return {"pagerfs_commit": out(["git", "rev-parse", "--short", "HEAD"]) + ("+dirty" if dirty else ""),
+            "mksquashfs": out(["mksquashfs", "-version"]), "squashfuse": out(["squashfuse_ll", "--version"])}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, ds: datasets.DataSet, mounts: Mounts):
+        self.args = args
+        self.ds = ds
+        self.mounts = mounts
+        base = args.cache / ds.spec.name
+        self.images = {s: base / "images" / f"{s}.img" for s in SYSTEMS}
+        self.mnts = {s: args.cache / "mnt" / s for s in SYSTEMS}
+        self.samples: dict[str, dict[str, list[float]]] = {s: {} for s in args.systems}
+        self.offsets = measure.random_offsets(args.big_size, args.random_reads, args.seed)
+        self.checked: set[tuple[str, str]] = set()  # (system, what) verified once
+
+    def record(self, system: str, key: str, value: float, shown: str) -> None:
+        self.samples[system].setdefault(key, []).append(value)
+        log(f"  {LABELS[system]:<14} {key:<14} {shown}")
+
+    def mount(self, system: str, budget: int | None = None):
+        return self.mounts.mount(system, self.images[system], self.mnts[system],
+                                 budget if system == PAGERFS else None)
+
+    def build(self, system: str) -> None:
+        img = self.images[system]
+        img.parent.mkdir(parents=True, exist_ok=True)
+        warm_source(self.ds)
+        extra = tuple(self.args.mkimage_opt) if system == PAGERFS else ()
+        secs = build_image(system, self.ds.src, img, extra)
+        self.record(system, "build_s", secs, f"{secs:.2f} s")
+        size = img.stat().st_size / MiB
+        self.record(system, "image_mib", size, f"{size:.1f} MiB")
+
+    def sequential(self, system: str) -> None:
+        m = self.mount(system)
+        try:
+            path = m.mnt / self.ds.big_rel
+            measure.drop_caches()
+            n, secs = measure.sequential_read(path)
+            self.expect_size(system, n)
+            self.record(system, "seq_cold_mbps", n / secs / 1e6, f"{n / secs / 1e6:.0f} MB/s cold")
+            n, secs = measure.sequential_read(path)
+            self.record(system, "seq_warm_mbps", n / secs / 1e6, f"{n / secs / 1e6:.0f} MB/s warm")
+            if (system, "big") not in self.checked:
+                # Once per system, untimed: a fast wrong answer is no answer.
+                if sha256_file(path) != self.ds.big_sha256:
+                    raise BenchError(f"{LABELS[system]} served the large file with the wrong bytes")
+                self.checked.add((system, "big"))
+        finally:
+            self.mounts.unmount(m)
+
+    def walk_and_random(self, system: str) -> None:
+        m = self.mount(system)
+        try:
+            measure.drop_caches()
+            entries, secs = measure.metadata_walk(m.mnt / self.ds.tree_rel)
+            if entries != self.ds.tree_entries:
+                raise BenchError(f"{LABELS[system]}: walk saw {entries} entries, the tree has {self.ds.tree_entries}")
+            self.record(system, "walk_s", secs, f"{secs:.2f} s for {entries} entries")
+            measure.drop_caches()
+            lat = measure.random_preads(m.mnt / self.ds.big_rel, self.offsets)
+            p50, p99 = percentile(lat, 50), percentile(lat, 99)
+            self.record(system, "rand_p50_us", p50, f"p50 {p50:.0f} µs")
+            self.record(system, "rand_p99_us", p99, f"p99 {p99:.0f} µs")
+            if (system, "tree") not in self.checked:
+                if datasets.tree_digest_of(m.mnt / self.ds.tree_rel) != self.ds.tree_digest:
+                    raise BenchError(f"{LABELS[system]} served the tree with the wrong names or bytes")
+                self.checked.add((system, "tree"))
+        finally:
+            self.mounts.unmount(m)
+
+    def memory(self, system: str) -> None:
+        m = self.mount(system, self.args.page_budget)
+        try:
+            measure.drop_caches()
+            n, _ = measure.sequential_read(m.mnt / self.ds.big_rel)
+            self.expect_size(system, n)
+            rss = m.peak_rss() / MiB
+            self.record(system, "rss_peak_mib", rss, f"peak RSS {rss:.0f} MiB")
+        finally:
+            self.mounts.unmount(m)
+
+    def expect_size(self, system: str, n: int) -> None:
+        if n != self.args.big_size:
+            raise BenchError(f"{LABELS[system]}: read {n} bytes of the large file, expected {self.args.big_size}")
+
+    def run(self) -> None:
+        for rnd in range(self.args.rounds):
+            log(f"round {rnd + 1}/{self.args.rounds}")
+            for probe in (self.build, self.sequential, self.walk_and_random, self.memory):
+                for system in self.args.systems:
+                    probe(system)
+
+
+def title_of(context: dict) -> str:
+    c = context["config"]
+    return (f"pagerfs vs squashfuse_ll, {context['date']}, {context['machine']['hostname']} "
+            f"({context['machine']['cpus']} CPUs)\n{c['big_bytes'] // MiB} MiB file, "
+            f"{c['tree_files']} files, {c['rounds']} rounds")
+
+
+def replot(path: Path) -> int:
+    import json
+    try:
+        data = json.loads(path.read_text())
+        samples, budget = report.samples_from_json(data)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"pagerfs bench: {path}: not a saved bench result ({err})", file=sys.stderr)
+        return 2
+    rows = report.make_rows(samples, budget)
+    title = title_of(data)
+    stem = path.with_suffix("")
+    Path(f"{stem}.md").write_text(f"{title.replace(chr(10), ', ')}\n\n{report.table(rows)}\n")
+    report.draw_chart(rows, title, Path(f"{stem}.png"))
+    log(report.table(rows))
+    log(f"chart: {stem}.png")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.replot:
+        return replot(args.replot)
+
+    def on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    mounts = Mounts()
+    started = time.monotonic()
+    try:
+        preflight(args.systems)
+        spec = datasets.DataSetSpec(args.big_size, args.tree_files, args.seed, args.tar_root)
+        ds = datasets.prepare(spec, args.cache, log)
+        log(f"data set {spec.name}: {args.big_size / MiB:.0f} MiB file (sha256 {ds.big_sha256[:12]}…), "
+            f"{ds.tree_entries} tree entries; systems {', '.join(LABELS[s] for s in args.systems)}")
+        bench = Bench(args, ds, mounts)
+        bench.run()
+        prof = None
+        if args.profile and PAGERFS in args.systems:
+            from benchlib import profile
+            prof = profile.profile_cold_read(bench, args.out)
+        rows = report.make_rows(bench.samples, args.page_budget)
+        now = dt.datetime.now(dt.timezone.utc)
+        context = {
+            "date": now.isoformat(timespec="seconds"),
+            "machine": machine(),
+            "versions": versions(),
+            "config": {"rounds": args.rounds, "quick": args.quick, "big_bytes": args.big_size,
+                       "tree_files": args.tree_files, "random_reads": args.random_reads,
+                       "page_budget": args.page_budget, "seed": args.seed, "tar_roots": list(args.tar_root),
+                       "mkimage_opts": args.mkimage_opt, "systems": list(args.systems)},
+            "dataset": {"name": ds.spec.name, "big_sha256": ds.big_sha256, "tree_digest": ds.tree_digest,
+                        "tree_entries": ds.tree_entries},
+            "elapsed_s": round(time.monotonic() - started, 1),
+            "profile": prof,
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / f"bench-{now.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"
+        text = report.table(rows)
+        title = title_of(context)
+        Path(f"{stem}.md").write_text(f"{title.replace(chr(10), ', ')}\n\n{text}\n")
+        report.save_json(rows, context, Path(f"{stem}.json"))
+        report.draw_chart(rows, title, Path(f"{stem}.png"))
+        log("")
+        log(title.replace("\n", ", "))
+        log(text)
+        log(f"\nelapsed {context['elapsed_s']:.0f} s")
+        log(f"JSON:  {stem}.json")
+        log(f"chart: {stem}.png")
+        log(f"table: {stem}.md")
+        return 0
+    except BenchError as err:
+        print(f"pagerfs bench: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A mount that dies mid-probe (ENOTCONN, EIO): the figure is lost, say which.
+        print(f"pagerfs bench: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pagerfs bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        mounts.cleanup()
