@@ -252,6 +252,14 @@ class PagerVmo(Vmo):
                 try:
                     while req.status is None:
                         req.cond.wait()
+                except BaseException:
+                    # Leaving early (an interrupt in the wait): give back our share
+                    # so that the request's pages do not stay pinned for us.
+                    if req.status is None:
+                        req.waiters -= 1
+                    elif req.status == ZX_OK:
+                        self._unpin(req)
+                    raise
                 finally:
                     blocking.leave()
                 status = req.status
