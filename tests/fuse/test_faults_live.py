@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -212,3 +213,59 @@ def test_concurrent_readers_see_the_same_damage(fresh_mount, tree, tmp_path):
         for k in range(npages):
             want = [f"errno{errno.EIO}"] if k in bad else [page_of(source, k).hex()]
             assert seen[str(k)] == want, k
+
+
+MAPPED_WAITER = r"""
+import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    total = sum(m[p * 4096] for p in range(len(m) // 4096))  # every page mapped in
+    print("mapped", flush=True)
+    sys.stdin.readline()
+    print(m[33 * 4096 + 7], flush=True)
+"""
+
+
+def test_arming_a_rule_reaches_pages_already_mapped(fresh_mount):
+    path = fresh_mount.path / FILE
+    proc = subprocess.Popen([sys.executable, "-c", MAPPED_WAITER, str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "mapped\n"
+        assert setfattr(path, "pages=33 error=IO_DATA_INTEGRITY").returncode == 0
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == -signal.SIGBUS
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+def test_rule_change_during_a_slow_read_neither_deadlocks_nor_leaks_old_pages(fresh_mount, tree,
+                                                                             tmp_path):
+    path = fresh_mount.path / FILE
+    source = (tree / FILE).read_bytes()
+    ino = os.stat(path).st_ino
+    assert setfattr(path, "pages=0-160 error=none delay_ms=400").returncode == 0
+    out = tmp_path / "out"
+    cat = subprocess.Popen(["sh", "-c", 'exec cat "$1" > "$2"', "sh", str(path), str(out)],
+                           stderr=subprocess.DEVNULL)
+    try:
+        # Wait until the pager is serving (and sleeping in) cat's first request.
+        deadline = time.monotonic() + 30
+        while not any(json.loads(line).get("ino") == ino and json.loads(line)["event"] == "packet"
+                      for line in fresh_mount.trace.read_text().splitlines()):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # This waits for the request in flight, then evicts and invalidates: it must not
+        # deadlock with the READ that the kernel holds page locks for.
+        assert setfattr(path, "pages=100 error=IO").returncode == 0
+        assert cat.wait(timeout=60) != 0
+    finally:
+        if cat.poll() is None:
+            cat.kill()
+        cat.wait()
+    assert out.read_bytes() == source[:100 * PAGE]
