@@ -163,3 +163,7 @@ INT32_MAX = (1 << 31) - 1
 
 ZX_HANDLE_INVALID_VALUE = 0
 ZX_HANDLE_INVALID = ZX_HANDLE_INVALID_VALUE
+
+# --- exceptions ------------------------------------------------------------------
+# The exception a thread takes when a fault through a mapping cannot be resolved.
+ZX_EXCP_FATAL_PAGE_FAULT = 0x108

@@ -3,7 +3,7 @@ page fault through a mapping, Zircon's ZX_EXCP_FATAL_PAGE_FAULT)."""
 
 from __future__ import annotations
 
-from .constants import STATUS_NAMES
+from .constants import STATUS_NAMES, ZX_EXCP_FATAL_PAGE_FAULT
 
 
 def status_name(status: int) -> str:
@@ -34,6 +34,8 @@ class PageFault(Exception):
     .synth_code is the status the kernel would put in the exception report, .offset the
     offset within the mapping of the byte that faulted.
     """
+
+    type = ZX_EXCP_FATAL_PAGE_FAULT
 
     def __init__(self, synth_code: int, offset: int = 0) -> None:
         super().__init__(synth_code, offset)

@@ -574,3 +574,29 @@ def test_bad_arguments_are_zx_errors(pager):
     # and nothing of that disturbed the VMO
     assert pager.get_page_read_request(vmo, timeout=0) is None
     zx.zx_handle_close(aux)
+
+
+def test_blocked_reader_blocks_only_itself(pager, spawn):
+    vmo = pager.create_vmo(3)
+    pager.supply_pages(vmo, 1, 1)
+    t = spawn(lambda: vmo.check(0, 1, False))
+    assert t.wait_for_blocked()
+    # The VMO is not locked by the waiting reader: present pages read at once, and
+    # another reader of a different page raises its own request.
+    assert vmo.check(1, 1, False)
+    assert vmo.check(1, 1, True)
+    u = spawn(lambda: vmo.check(2, 1, True))
+    assert u.wait_for_blocked()
+    assert {pager.get_page_read_request(vmo), pager.get_page_read_request(vmo)} == {
+        (0, 1), (2, 1)}
+    pager.supply_pages(vmo, 2, 1)
+    assert u.wait()
+    assert t.is_blocked()
+    pager.supply_pages(vmo, 0, 1)
+    assert t.wait()
+
+
+def test_page_fault_is_the_fatal_page_fault_exception():
+    fault = zx.PageFault(zx.ZX_ERR_IO, 8192)
+    assert fault.type == zx.ZX_EXCP_FATAL_PAGE_FAULT == 0x108
+    assert "ZX_ERR_IO (-40)" in str(fault)
