@@ -146,6 +146,10 @@ def mounted(image: Path, where: Path, *options: str, trace: bool = False):
         yield mount
     finally:
         mount.close()
+    # The daemon logs only what nobody expected (a bug answered with EIO or BAD_STATE).
+    problems = [line for line in log.read_text(errors="replace").splitlines()
+                if " ERROR " in line or " CRITICAL " in line]
+    assert not problems, "\n".join(problems)
 
 
 def build_image(src: Path, image: Path, chunk: int = CHUNK) -> Path:
