@@ -221,6 +221,17 @@ def run_stats(args) -> int:
     return EXIT_OK
 
 
+def _pagerfs_file(path: str) -> None:
+    """Refuse a path outside a pagerfs mount: setfattr there would just store a
+    harmless-looking attribute and inject nothing."""
+    try:
+        os.getxattr(path, STATS)
+    except OSError as err:
+        if err.errno in (errno.ENODATA, errno.ENOTSUP):
+            raise CommandError(f"{path}: not a regular file in a pagerfs mount") from None
+        raise _xattr_error(path, err, "fault") from None
+
+
 def run_fault_add(args) -> int:
     from pagerfs.pager.faults import FaultRuleError, format_rule, parse_rule
 
@@ -229,6 +240,7 @@ def run_fault_add(args) -> int:
         rule = parse_rule(text)
     except FaultRuleError as err:
         raise CommandError(f"bad rule: {err}") from None
+    _pagerfs_file(args.file)
     try:
         os.setxattr(args.file, FAULT, format_rule(rule).encode())
     except OSError as err:
@@ -237,6 +249,7 @@ def run_fault_add(args) -> int:
 
 
 def run_fault_list(args) -> int:
+    _pagerfs_file(args.file)
     try:
         print(os.getxattr(args.file, FAULTS).decode(), end="")
     except OSError as err:
@@ -245,6 +258,7 @@ def run_fault_list(args) -> int:
 
 
 def run_fault_clear(args) -> int:
+    _pagerfs_file(args.file)
     try:
         os.removexattr(args.file, FAULT)
     except OSError as err:

@@ -55,10 +55,13 @@ def test_refusals_are_one_line_and_exit_2(image, tmp_path, helpers):
         (("umount", empty), "not mounted"),
         (("umount", "/proc"), "not a pagerfs mount"),
         (("stats", tmp_path / "file"), "not a pagerfs"),
+        (("fault", "add", tmp_path / "file", "pages=0", "error=IO"), "not a regular file in a pagerfs"),
+        (("fault", "list", tmp_path / "file"), "not a regular file in a pagerfs"),
     ]
     for args, needle in cases:
         one_line_error(helpers.pagerfs(*args, check=False), needle)
     assert not os.path.ismount(empty) and os.listdir(full) == ["x"]
+    assert os.listxattr(tmp_path / "file") == []  # nothing was stored outside a mount
 
 
 def test_mount_without_dev_fuse_is_refused(image, tmp_path, helpers):
