@@ -239,6 +239,14 @@ class PageStore:
         exts = self._exts
         i = self._index(page)
         n = len(exts)
+        if i < n:
+            ext = exts[i]
+            if ext.start == page and ext.end == end:
+                # The common case: the pager wrote the range as one run.
+                del exts[i]
+                del self._starts[i]
+                self.pages -= end - page
+                return [ext]
         taken = []
         j = i
         while j < n and exts[j].start < end:
@@ -248,7 +256,7 @@ class PageStore:
             taken.append(ext if (a == ext.start and b == ext.end) else ext.slice(a, b))
             j += 1
         if taken:
-            self.remove(page, end)
+            self._remove(page, end)
         return taken
 
     def _insert_run(self, new: list[Extent]) -> None:
@@ -270,9 +278,19 @@ class PageStore:
         (an aux VMO's pages); absent pages they do not cover become zero pages. Present
         pages are never overwritten. Returns the pages added.
         """
+        nin = len(incoming)
+        if nin == 1:
+            src = incoming[0]
+            if src.start + shift == page and src.end + shift == end:
+                i = self._index(page)
+                if i == len(self._exts) or self._exts[i].start >= end:
+                    # The common case: one run moved into a wholly absent range.
+                    self._exts.insert(i, Extent(page, end, src.buf, stamp))
+                    self._starts.insert(i, page)
+                    self.pages += end - page
+                    return end - page
         added = 0
         k = 0
-        nin = len(incoming)
         for a, b in self.absent_runs(page, end):
             run: list[Extent] = []
             pos = a

@@ -2,14 +2,17 @@
 
 Locking: each VMO has one lock that guards its pages, its outstanding requests and its
 state. Under it a VMO may take its port's lock (to queue or withdraw packets) and the
-scanner's counter lock; nothing else. Threads waiting for a request wait on the
-request's condition, which shares the VMO lock, so a waiter that wakes holds the lock
-and copies the pages it asked for before anyone can evict them.
+scanner's counter lock; nothing else. A thread waiting for a request parks on a lock of
+its own (a condition variable by hand: cheaper than threading.Condition on this hot
+path), registered with the request under the VMO lock; completing the request releases
+every parked thread under the VMO lock, so no wake-up is lost. A waiter that wakes takes
+the VMO lock again and copies the pages it asked for before anyone can evict them.
 """
 
 from __future__ import annotations
 
 import threading
+from _thread import allocate_lock as _allocate_lock
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
@@ -113,16 +116,16 @@ class Vmo(KObject):
 class Request:
     """An outstanding READ request for the pages [start, end)."""
 
-    __slots__ = ("start", "end", "remaining", "status", "cond", "waiters", "pins", "token")
+    __slots__ = ("start", "end", "remaining", "status", "parked", "waiters", "pins", "token")
 
-    def __init__(self, start: int, end: int, lock: threading.Lock) -> None:
+    def __init__(self, start: int, end: int) -> None:
         self.start = start
         self.end = end
         # Page runs not yet supplied since the request was raised; it completes when
         # this is empty, whatever happened to the pages afterwards (eviction).
         self.remaining: list[tuple[int, int]] = [(start, end)]
         self.status: int | None = None
-        self.cond = threading.Condition(lock)
+        self.parked: list = []  # locks of the threads waiting, released on completion
         self.waiters = 0
         self.pins = 0
         self.token: int | None = None
@@ -175,7 +178,7 @@ class PagerVmo(Vmo):
         return i + 1, None
 
     def _raise_request(self, index: int, start: int, end: int) -> Request:
-        req = Request(start, end, self.lock)
+        req = Request(start, end)
         self._reqs.insert(index, req)
         self._req_starts.insert(index, start)
         req.token = self.port.queue(
@@ -196,7 +199,9 @@ class PagerVmo(Vmo):
             if status == ZX_OK:
                 req.pins = req.waiters
                 self._pinned.append(req)
-            req.cond.notify_all()
+            for parked in req.parked:
+                parked.release()
+            req.parked = []
 
     def _unpin(self, req: Request) -> None:
         req.pins -= 1
@@ -222,7 +227,8 @@ class PagerVmo(Vmo):
         store = self.store
         stamp = scanner.tick()
         pinned: Request | None = None
-        with self.lock:
+        lock = self.lock
+        with lock:
             while True:
                 if out is not None:
                     pos = store.gather(pos, end, out, stamp)
@@ -248,18 +254,25 @@ class PagerVmo(Vmo):
                             stop = self._reqs[i].start
                     req = self._raise_request(i, page, stop)
                 req.waiters += 1
+                parked = _allocate_lock()
+                parked.acquire()
+                req.parked.append(parked)
                 blocking.enter(req)
+                lock.release()
                 try:
-                    while req.status is None:
-                        req.cond.wait()
+                    parked.acquire()
                 except BaseException:
                     # Leaving early (an interrupt in the wait): give back our share
                     # so that the request's pages do not stay pinned for us.
+                    lock.acquire()
                     if req.status is None:
                         req.waiters -= 1
+                        req.parked.remove(parked)
                     elif req.status == ZX_OK:
                         self._unpin(req)
                     raise
+                else:
+                    lock.acquire()
                 finally:
                     blocking.leave()
                 status = req.status
