@@ -135,8 +135,14 @@ def _with_timeout(fn, seconds: float):
     return result[0] if result else None
 
 
+_HUNG = -1
+
+
 def _daemon_pid(mountpoint: str) -> int | None:
+    """The daemon's pid; None if it is gone; _HUNG if it does not answer."""
     answer = _with_timeout(lambda: os.getxattr(mountpoint, STATS), 2.0)
+    if answer is None:
+        return _HUNG
     if isinstance(answer, bytes):
         try:
             return int(json.loads(answer)["pid"])
@@ -164,6 +170,12 @@ def run_umount(args) -> int:
     if kind != "fuse.pagerfs":
         raise CommandError(f"{args.mountpoint}: not a pagerfs mount ({kind})")
     pid = _daemon_pid(mountpoint)
+    if pid == _HUNG:
+        if not args.lazy:
+            # Our own question is stuck in the mount now, which makes it busy for good.
+            raise CommandError(f"{args.mountpoint}: the daemon does not answer (stopped?); "
+                               f"use --lazy to detach the mount anyway")
+        pid = None
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool:
         command = [tool, "-u", *(["-z"] if args.lazy else []), mountpoint]

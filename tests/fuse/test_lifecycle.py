@@ -180,3 +180,16 @@ def test_page_budget_bounds_committed_pages_and_memory(tmp_path, helpers):
         with open(mount.path / "large", "rb") as f:
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
             assert f.read(2**20) == helpers.pattern(2**20, 100)
+
+
+def test_umount_of_a_daemon_that_does_not_answer(image, tmp_path, helpers):
+    with helpers.mounted(image, tmp_path / "m") as mount:
+        pid = mount.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            one_line_error(helpers.pagerfs("umount", mount.path, check=False), "--lazy")
+            helpers.pagerfs("umount", "--lazy", mount.path)
+            assert not os.path.ismount(mount.path)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_exit(pid)  # once resumed, it finds its session gone and ends
