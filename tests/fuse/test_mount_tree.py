@@ -159,7 +159,10 @@ def test_big_directory_and_odd_mountpoint_names(tmp_path, helpers):
         (src / "many" / name).write_bytes(name.encode())
     image = helpers.build_image(src, tmp_path / "many.img")
     where = tmp_path / "mount point é\tx"
-    with helpers.mounted(image, where) as mount:
+    with helpers.mounted(image, where, "-o", "allow_other,noatime") as mount:
+        with open("/proc/self/mountinfo") as f:
+            mine = [line for line in f if " fuse.pagerfs " in line and "mount\\040point" in line]
+        assert len(mine) == 1 and "allow_other" in mine[0] and "noatime" in mine[0]
         assert set(os.listdir(mount.path / "many")) == names
         assert (mount.path / "many" / "file-02999-" f"{'x' * (2999 % 50)}").read_bytes().startswith(b"file-02999")
         helpers.pagerfs("umount", mount.path)
