@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,14 @@ CHUNK = 64 * 1024  # images in these tests use 64 KiB chunks: 16 pages
 
 
 def fuse_missing_reason() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing"
+    try:
+        st = os.stat("/dev/fuse")
+    except OSError:
+        return "/dev/fuse is missing (modprobe fuse)"
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(10, 229):
+        return "/dev/fuse is not the FUSE device (10, 229)"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not readable and writable by this user"
     if not shutil.which("fusermount3"):
         return "fusermount3 is not installed (Debian package fuse3)"
     if not shutil.which("setfattr"):
