@@ -16,12 +16,13 @@ file ("tail") is packed with others into shared fragment blocks.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import signal
 import stat as statmod
 import tempfile
-from collections import deque
-import multiprocessing
 import threading
+from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -187,13 +188,39 @@ class _InlineExecutor(Executor):
         return fut
 
 
+_STOP = {signal.SIGINT, signal.SIGTERM}
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the build and shuts
+    # the pool down; workers must not die mid-task and leave it hanging.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
+
+
 def _executor(jobs: int) -> Executor:
     if jobs <= 1:
         return _InlineExecutor()
     # fork is cheap and needs no re-import, but is unsafe in a process with threads;
     # forkserver then starts workers from a clean single-threaded server.
     method = "fork" if threading.active_count() == 1 else "forkserver"
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method))
+    # A stop signal while the workers are being started would leave a half-made pool
+    # whose workers the interpreter then waits for forever; hold it until they run.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
+    try:
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
+                                   mp_context=multiprocessing.get_context(method))
+        pool.submit(int).result()  # starts every worker now
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a held signal is raised here
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
+    return pool
 
 
 class _Writer:

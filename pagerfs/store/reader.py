@@ -13,7 +13,8 @@ import errno
 import hashlib
 import os
 import stat as statmod
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -76,13 +77,24 @@ def _not_found(ino: int) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, f"no inode {ino} in the image")
 
 
+FRAGMENT_CACHE = 8  # verified fragment blocks kept per open image (1 MiB at 128 KiB)
+
+
 class Image:
     """An open pagerfs image. Use Image.open(path)."""
 
     root = 1
 
-    def __init__(self, fd: int, path: str, header: fmt.Header, tables: dict[str, bytes]):
+    def __init__(self, fd: int, path: str, header: fmt.Header, tables: dict[str, bytes],
+                 fragment_cache: int = FRAGMENT_CACHE):
         self._fd = fd
+        # Small files share fragment blocks; reading N of them would decompress and
+        # hash the same block N times. Only blocks that passed verification are kept,
+        # and a read with `tamper` never uses the cache, so injected or at-rest damage
+        # is always seen by the first read of a block.
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_size = fragment_cache
+        self._cache_lock = threading.Lock()
         self._path = path
         self._header = header
         self.chunk_size = header.chunk_size
@@ -99,7 +111,7 @@ class Image:
     # ---- opening and validation -------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | bytes | os.PathLike) -> "Image":
+    def open(cls, path: str | bytes | os.PathLike, fragment_cache: int = FRAGMENT_CACHE) -> "Image":
         name = show(os.fspath(path))
         try:
             # O_NONBLOCK: a FIFO given as the image must not block the open.
@@ -109,7 +121,7 @@ class Image:
         try:
             header, tables = _read_metadata(fd, name)
             try:
-                return cls(fd, name, header, tables)
+                return cls(fd, name, header, tables, fragment_cache)
             except (ValueError, IndexError, OverflowError) as err:
                 # A crafted image whose checksums match but whose tables do not make
                 # sense: whatever tripped, it is the image's fault, not ours.
@@ -306,13 +318,26 @@ class Image:
             raise IndexError(f"chunk {index} of a file with {count} chunks")
         block, offset = self._chunkmap[first + index]
         length = min(self.chunk_size, size - index * self.chunk_size)
-        try:
-            data = self._load_block(block, tamper)
-        except _BlockFailure as fail:
-            first_page, npages = self.chunk_pages(ino, index)
-            raise fail.error(self.path_of(ino), first_page, first_page + npages - 1,
-                             fail.reason) from None
-        if offset == 0 and length == len(data):
+        shared = offset != 0 or length != self._blocks[block][2]
+        data = None
+        if shared and tamper is None and self._cache_size:
+            with self._cache_lock:
+                data = self._cache.get(block)
+                if data is not None:
+                    self._cache.move_to_end(block)
+        if data is None:
+            try:
+                data = self._load_block(block, tamper)
+            except _BlockFailure as fail:
+                first_page, npages = self.chunk_pages(ino, index)
+                raise fail.error(self.path_of(ino), first_page, first_page + npages - 1,
+                                 fail.reason) from None
+            if shared and tamper is None and self._cache_size:
+                with self._cache_lock:
+                    self._cache[block] = data
+                    if len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+        if not shared:
             return data
         return data[offset : offset + length]
 

@@ -156,3 +156,14 @@ def test_two_threads_read_in_parallel_and_agree(pristine, tree):
             t.join()
     expected = [source[i * CHUNK : (i + 1) * CHUNK] for _ in range(20) for i in range(n)]
     assert results[0] == results[1] == expected
+
+
+def test_fragment_cache_never_hides_injected_damage(pristine, tree):
+    with Image.open(pristine) as img:
+        ino = img.resolve("d/small-b")
+        want = (tree / "d" / "small-b").read_bytes()
+        assert img.read_chunk(ino, 0) == want
+        assert img.read_chunk(ino, 0) == want  # now served from the verified cache
+        with pytest.raises(IntegrityError):
+            img.read_chunk(ino, 0, tamper=lambda b: bytes([b[0] ^ 0xFF]) + b[1:])
+        assert img.read_chunk(img.resolve("d/small-a"), 0) == (tree / "d" / "small-a").read_bytes()
