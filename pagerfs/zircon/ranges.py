@@ -35,8 +35,9 @@ def as_view(data: object) -> memoryview:
     if type(data) is bytes:
         return memoryview(data)
     view = memoryview(data)  # type: ignore[arg-type]
-    if view.readonly and type(view.obj) is bytes:
+    if view.readonly and type(view.obj) is bytes and view.c_contiguous:
         return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    # Anything the caller could change later, or a strided view, is copied once.
     return memoryview(view.tobytes())
 
 

@@ -600,3 +600,24 @@ def test_page_fault_is_the_fatal_page_fault_exception():
     fault = zx.PageFault(zx.ZX_ERR_IO, 8192)
     assert fault.type == zx.ZX_EXCP_FATAL_PAGE_FAULT == 0x108
     assert "ZX_ERR_IO (-40)" in str(fault)
+
+
+def test_write_accepts_any_bytes_like_and_keeps_a_snapshot():
+    import array
+
+    vmo = zx.zx_vmo_create(PAGE, 0)
+    cases = [
+        (memoryview(b"abcdefgh")[::2], b"aceg"),  # strided
+        (array.array("H", [0x0102, 0x0304]), array.array("H", [0x0102, 0x0304]).tobytes()),
+        (memoryview(bytes(range(16))).cast("B", (4, 4)), bytes(range(16))),
+        (memoryview(b"xyz"), b"xyz"),
+        (bytearray(b"mutable"), b"mutable"),
+    ]
+    for data, expect in cases:
+        zx.zx_vmo_write(vmo, data, 100)
+        if isinstance(data, bytearray):
+            data[0:1] = b"M"  # changing the caller's buffer afterwards changes nothing
+        assert zx.zx_vmo_read(vmo, 100, len(expect)) == expect
+    for bad in ("text", 5, None, [1, 2]):
+        assert status_of(zx.zx_vmo_write, vmo, bad, 0) == zx.ZX_ERR_INVALID_ARGS
+    zx.zx_handle_close(vmo)
