@@ -134,7 +134,8 @@ class RequestServer:
             if not wanted:
                 continue
             corrupt = req.firing.corrupt & frozenset(range(first, last + 1))
-            data, bad = self._read_chunk(req, index, first, count, corrupt)
+            data, bad = self._read_chunk(req, index, first, count, corrupt,
+                                         need_data=bool(set(wanted) - corrupt))
             for status, pages in bad.items():
                 req.fail(pages, status)
             lost = set().union(*bad.values())
@@ -143,8 +144,14 @@ class RequestServer:
                 self._supply(aux, req, first, data, good)
 
     def _read_chunk(self, req: Request, index: int, first: int, count: int,
-                    corrupt: frozenset[int]) -> tuple[bytes | None, dict[str, set[int]]]:
-        """Read one chunk, maybe tampered; returns (data or None, {status: bad pages})."""
+                    corrupt: frozenset[int], need_data: bool = True,
+                    ) -> tuple[bytes | None, dict[str, set[int]]]:
+        """Read one chunk; returns (data or None, {status: bad pages}).
+
+        With pages to corrupt, the chunk is first read through the store's tamper hook,
+        so that the store's own verification, not the pager, finds the damage. The rule
+        damaged only its own pages, so the chunk's other pages are then read clean.
+        """
         img = self.image
         chunk_pages = set(range(first, first + count))
         bad: dict[str, set[int]] = {}
@@ -161,6 +168,8 @@ class RequestServer:
             else:
                 log.error("ino %d chunk %d: tampered bytes passed verification", req.ino, index)
                 bad["BAD_STATE"] = set(corrupt)
+            if not need_data:
+                return None, bad
         try:
             data = img.read_chunk(req.ino, index)
         except IntegrityError as err:
