@@ -27,7 +27,8 @@ DEFAULT_BUDGET = 256 * 2**20
 # Below this, one 256 KiB FUSE read per blocked worker could evict its own first pages
 # before its last ones arrive, and readers would chase each other forever.
 MIN_BUDGET = 16 * 2**20
-_POLL_NS = 200_000_000  # how often idle pager threads look at the stop flag
+_POLL_NS = 1_000_000_000  # a fallback: stop() wakes the threads with packets
+_WAKE_KEY = 0  # no inode is 0: a COMPLETE packet with this key only wakes a thread
 
 
 @dataclasses.dataclass
@@ -160,6 +161,8 @@ class UserPager:
                         return
                     log.error("zx_port_wait failed: %s", err)
                     continue
+                if self._stop.is_set():
+                    return
                 try:
                     self._handle(aux, packet)
                 except Exception:  # a pager thread must outlive any one request
@@ -190,6 +193,9 @@ class UserPager:
 
     def stop(self) -> None:
         self._stop.set()
+        # Closing a pager VMO queues its COMPLETE packet: one per thread wakes them all.
+        for _ in self._threads:
+            zx.zx_handle_close(zx.zx_pager_create_vmo(self.pager, 0, self.port, _WAKE_KEY, PAGE))
         for thread in self._threads:
             thread.join()
         with self._lock:

@@ -4,6 +4,7 @@ import logging
 import os
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pagerfs import zircon as zx
 from pagerfs.pager.faults import parse_rule
@@ -212,3 +213,53 @@ def test_probability_rules_decide_the_same_way_for_a_seed(pager, source):
     assert first == outcomes("pages=5 error=IO probability=0.5 seed=11")
     assert first != outcomes("pages=5 error=IO probability=0.5 seed=12")
     assert 6 <= sum(first) <= 26
+
+
+FAIL_KINDS = ["IO", "IO_DATA_INTEGRITY", "BAD_STATE", "corrupt"]
+STATUS_OF = {"IO": zx.ZX_ERR_IO, "IO_DATA_INTEGRITY": zx.ZX_ERR_IO_DATA_INTEGRITY,
+             "BAD_STATE": zx.ZX_ERR_BAD_STATE, "corrupt": zx.ZX_ERR_IO_DATA_INTEGRITY}
+
+
+def expected_status(rules, page):
+    """The model: the first FAIL rule added covering the page, else corrupt, else good."""
+    for first, last, kind in rules:
+        if first <= page <= last and kind != "corrupt":
+            return STATUS_OF[kind]
+    if any(first <= page <= last for first, last, kind in rules):
+        return zx.ZX_ERR_IO_DATA_INTEGRITY
+    return None
+
+
+@settings(max_examples=25, deadline=None)
+@given(rules=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 6), st.sampled_from(FAIL_KINDS)),
+                      max_size=4),
+       reads=st.lists(st.tuples(st.integers(0, 63), st.integers(1, 24)), min_size=1, max_size=6))
+def test_any_rules_any_reads_match_the_page_model(source, rules, reads):
+    data, image = source
+    rules = [(first, first + span, kind) for first, span, kind in rules]
+    npages = -(-len(data) // PAGE)
+    with Image.open(image) as img:
+        up = UserPager(img, threads=2)
+        ino = img.resolve(b"f")
+        vmo = up.open(ino)
+        try:
+            for first, last, kind in rules:
+                up.add_fault(ino, parse_rule(f"pages={first}-{last} error={kind}"))
+            # Reads of several pages: all good, or fail with the status of a bad page.
+            for first, count in reads:
+                count = min(count, npages - first)
+                statuses = {expected_status(rules, p) for p in range(first, first + count)} - {None}
+                try:
+                    got = zx.zx_vmo_read(vmo, first * PAGE, min(count * PAGE, len(data) - first * PAGE))
+                except zx.ZxError as err:
+                    assert err.status in statuses
+                else:
+                    assert not statuses and got == data[first * PAGE:first * PAGE + len(got)]
+            # Afterwards, page by page, exactly the model.
+            for page in range(npages):
+                want = expected_status(rules, page)
+                got = outcome(vmo, page, len(data))
+                assert got == (want if want is not None else data[page * PAGE:(page + 1) * PAGE]), page
+        finally:
+            up.close(ino)
+            up.stop()
