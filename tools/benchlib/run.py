@@ -29,8 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = Path("/var/tmp/pagerfs-bench")
 MiB = 2**20
 
-FULL = {"big": 512 * MiB, "tree": 20_000, "reads": 2000}
-QUICK = {"big": 64 * MiB, "tree": 2_000, "reads": 300}
+# Five full rounds, not three: on a shared 2-core machine single rounds swing by 2-3x.
+FULL = {"big": 512 * MiB, "tree": 20_000, "reads": 2000, "rounds": 5}
+PROBES = ("build", "seq", "walk_random", "memory")
+QUICK = {"big": 64 * MiB, "tree": 2_000, "reads": 300, "rounds": 3}
 
 
 def parse_size(text: str) -> int:
@@ -44,7 +46,7 @@ def parse_size(text: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tools/bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a small data set (64 MiB file, 2,000-file tree): under a minute")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5; 3 with --quick)")
     p.add_argument("--out", type=Path, default=REPO / "bench-results", help="directory for the JSON, PNG and table")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"data sets and images (default {DEFAULT_CACHE})")
     p.add_argument("--big-size", type=parse_size, help="size of the large file (default 512M; 64M with --quick)")
@@ -55,12 +57,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of the generated tree and the random offsets")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of: pagerfs,squashfs")
     p.add_argument("--mkimage-opt", action="append", default=[], help="extra argument for `pagerfs mkimage` (repeatable)")
+    p.add_argument("--mount-opt", action="append", default=[],
+                   help="extra -o option for `pagerfs mount`, e.g. pager_threads=2 (repeatable)")
+    p.add_argument("--only", default=",".join(PROBES),
+                   help=f"comma-separated subset of the probes: {','.join(PROBES)} (default: all)")
     p.add_argument("--replot", type=Path, metavar="JSON",
                    help="redraw the table and chart of a saved result (next to it), measure nothing")
     p.add_argument("--profile", action="store_true",
                    help="afterwards, sample the pagerfs daemon with py-spy during one cold sequential read")
+    p.add_argument("--profile-only", action="store_true", help="only the profile (builds the image if missing)")
     args = p.parse_args(argv)
+    if args.profile_only:
+        args.profile = True
+        args.systems = PAGERFS
     size = QUICK if args.quick else FULL
+    args.rounds = args.rounds if args.rounds is not None else size["rounds"]
     args.big_size = args.big_size or size["big"]
     args.tree_files = args.tree_files or size["tree"]
     args.random_reads = args.random_reads or size["reads"]
@@ -69,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
     if not args.systems or any(s not in SYSTEMS for s in args.systems):
         p.error(f"--systems takes a comma-separated subset of {','.join(SYSTEMS)}")
+    args.only = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    if not args.only or any(x not in PROBES for x in args.only):
+        p.error(f"--only takes a comma-separated subset of {','.join(PROBES)}")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     if args.big_size < 4 * args.page_budget:
@@ -151,7 +165,10 @@ class Bench:
         self.ds = ds
         self.mounts = mounts
         base = args.cache / ds.spec.name
-        self.images = {s: base / "images" / f"{s}.img" for s in SYSTEMS}
+        # Images built with non-default mkimage options get their own name, so a later
+        # --profile-only never picks up an image built another way.
+        tag = "-" + hashlib.sha256(" ".join(args.mkimage_opt).encode()).hexdigest()[:8] if args.mkimage_opt else ""
+        self.images = {s: base / "images" / f"{s}{tag if s == PAGERFS else ''}.img" for s in SYSTEMS}
         self.mnts = {s: args.cache / "mnt" / s for s in SYSTEMS}
         self.samples: dict[str, dict[str, list[float]]] = {s: {} for s in args.systems}
         self.offsets = measure.random_offsets(args.big_size, args.random_reads, args.seed)
@@ -163,14 +180,17 @@ class Bench:
 
     def mount(self, system: str, budget: int | None = None):
         return self.mounts.mount(system, self.images[system], self.mnts[system],
-                                 budget if system == PAGERFS else None)
+                                 budget if system == PAGERFS else None,
+                                 tuple(self.args.mount_opt) if system == PAGERFS else ())
 
-    def build(self, system: str) -> None:
+    def build(self, system: str, record: bool = True) -> None:
         img = self.images[system]
         img.parent.mkdir(parents=True, exist_ok=True)
         warm_source(self.ds)
         extra = tuple(self.args.mkimage_opt) if system == PAGERFS else ()
         secs = build_image(system, self.ds.src, img, extra)
+        if not record:
+            return
         self.record(system, "build_s", secs, f"{secs:.2f} s")
         size = img.stat().st_size / MiB
         self.record(system, "image_mib", size, f"{size:.1f} MiB")
@@ -231,7 +251,15 @@ class Bench:
     def run(self) -> None:
         for rnd in range(self.args.rounds):
             log(f"round {rnd + 1}/{self.args.rounds}")
-            for probe in (self.build, self.sequential, self.walk_and_random, self.memory):
+            probes = {"build": self.build, "seq": self.sequential, "walk_random": self.walk_and_random,
+                      "memory": self.memory}
+            for name, probe in probes.items():
+                if name not in self.args.only:
+                    continue
+                if name != "build" and not all(self.images[s].exists() for s in self.args.systems):
+                    for system in self.args.systems:  # nothing to mount yet: build once, untimed
+                        if not self.images[system].exists():
+                            self.build(system, record=False)
                 for system in self.args.systems:
                     probe(system)
 
@@ -273,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_signal)
     mounts = Mounts()
     started = time.monotonic()
+    load_start = list(os.getloadavg())  # other work on the machine skews single figures
     try:
         preflight(args.systems)
         spec = datasets.DataSetSpec(args.big_size, args.tree_files, args.seed, args.tar_root)
@@ -280,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"data set {spec.name}: {args.big_size / MiB:.0f} MiB file (sha256 {ds.big_sha256[:12]}…), "
             f"{ds.tree_entries} tree entries; systems {', '.join(LABELS[s] for s in args.systems)}")
         bench = Bench(args, ds, mounts)
+        if args.profile_only:
+            from benchlib import profile
+            if not bench.images[PAGERFS].exists():
+                bench.build(PAGERFS, record=False)
+            profile.profile_cold_read(bench, args.out)
+            return 0
         bench.run()
         prof = None
         if args.profile and PAGERFS in args.systems:
@@ -294,10 +329,13 @@ def main(argv: list[str] | None = None) -> int:
             "config": {"rounds": args.rounds, "quick": args.quick, "big_bytes": args.big_size,
                        "tree_files": args.tree_files, "random_reads": args.random_reads,
                        "page_budget": args.page_budget, "seed": args.seed, "tar_roots": list(args.tar_root),
-                       "mkimage_opts": args.mkimage_opt, "systems": list(args.systems)},
+                       "mkimage_opts": args.mkimage_opt, "mount_opts": args.mount_opt, "probes": list(args.only),
+                       "systems": list(args.systems)},
             "dataset": {"name": ds.spec.name, "big_sha256": ds.big_sha256, "tree_digest": ds.tree_digest,
                         "tree_entries": ds.tree_entries},
             "elapsed_s": round(time.monotonic() - started, 1),
+            "loadavg_start": load_start,
+            "loadavg_end": list(os.getloadavg()),
             "profile": prof,
         }
         args.out.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,12 @@ def build_command(system: str, src: Path, image: Path, extra: tuple[str, ...] = 
     return ["mksquashfs", str(src), str(image), "-comp", "lz4", "-noappend", "-quiet", "-no-progress", *extra]
 
 
-def mount_command(system: str, image: Path, mnt: Path, page_budget: int | None = None) -> list[str]:
+def mount_command(system: str, image: Path, mnt: Path, page_budget: int | None = None,
+                  extra: tuple[str, ...] = ()) -> list[str]:
     if system == PAGERFS:
         opts = ["-o", f"page_budget={page_budget}"] if page_budget is not None else []
+        for o in extra:
+            opts += ["-o", o]
         return [*pagerfs_cmd(), "mount", *opts, str(image), str(mnt)]
     return ["squashfuse_ll", str(image), str(mnt)]
 
@@ -121,13 +124,14 @@ class Mounts:
 
     live: dict[Path, Mount] = field(default_factory=dict)
 
-    def mount(self, system: str, image: Path, mnt: Path, page_budget: int | None = None) -> Mount:
+    def mount(self, system: str, image: Path, mnt: Path, page_budget: int | None = None,
+              extra: tuple[str, ...] = ()) -> Mount:
         mnt.mkdir(parents=True, exist_ok=True)
         if is_mounted(mnt):
             force_unmount(mnt)
         # Registered before mounting: if the command dies halfway, cleanup still looks.
         self.live[mnt] = Mount(system, mnt, -1)
-        run_checked(mount_command(system, image, mnt, page_budget), f"mounting {LABELS[system]}", timeout=120)
+        run_checked(mount_command(system, image, mnt, page_budget, extra), f"mounting {LABELS[system]}", timeout=120)
         if not is_mounted(mnt):
             raise BenchError(f"{LABELS[system]}: mount command returned but {mnt} is not mounted")
         pids = daemon_pids(mnt)
