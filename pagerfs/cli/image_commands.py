@@ -138,14 +138,18 @@ def run_mkimage(args) -> int:
 
 
 def run_verify(args) -> int:
-    img = _open(args.image)
-    with img:
-        info = img.info()
-        progress = Progress(info.file_bytes, "verify", enabled=not args.json)
+    progress: Progress | None = None
+
+    def start(total: int) -> None:
+        nonlocal progress
+        progress = Progress(total, "verify", enabled=not args.json)
+
+    with _open(args.image) as img:
         try:
-            report = scrub(img, jobs=args.jobs, advance=progress.advance)
+            report = scrub(img, jobs=args.jobs, start=start, advance=lambda n: progress.advance(n))
         finally:
-            progress.close()
+            if progress is not None:
+                progress.close()
     if args.json:
         json.dump({
             "image": args.image,
@@ -183,7 +187,10 @@ def run_corrupt(args) -> int:
 
 def _ls_line(img: Image, ino: int, name: bytes) -> bytes:
     st = img.stat(ino)
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.mtime_ns // 10**9))
+    try:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.mtime_ns // 10**9))
+    except (OverflowError, OSError, ValueError):  # a time this platform cannot show
+        when = "????-??-?? ??:??"
     line = b"%s %3d %5d %5d %10d %s %s" % (statmod.filemode(st.mode).encode(), st.nlink,
                                             st.uid, st.gid, st.size, when.encode(), name)
     if st.kind == Kind.SYMLINK:

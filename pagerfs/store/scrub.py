@@ -87,12 +87,16 @@ def _check(img: Image, block: int) -> str | None:
     return None
 
 
-def scrub(img: Image, jobs: int = 2, advance: Callable[[int], None] = lambda n: None
-          ) -> ScrubReport:
-    """Check every stored block that a file uses (metadata was checked at open)."""
+def scrub(img: Image, jobs: int = 2, start: Callable[[int], None] = lambda total: None,
+          advance: Callable[[int], None] = lambda n: None) -> ScrubReport:
+    """Check every stored block that a file uses (metadata was checked at open).
+
+    start(total bytes to check) is called first, then advance(bytes) per block.
+    """
     users = _users(img)
     # In image order, so that the scrub reads the image sequentially.
     order = sorted(users, key=lambda b: img._blocks[b][0])
+    start(sum(img._blocks[b][2] for b in order))
     bad: dict[int, str] = {}
     total = 0
     with ThreadPoolExecutor(max_workers=jobs) as pool:
