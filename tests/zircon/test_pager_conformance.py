@@ -351,6 +351,10 @@ def test_DetachPageComplete(pager):
     # Exactly one COMPLETE: a second detach is OK and queues nothing.
     pager.detach_vmo(vmo)
     assert not pager.wait_for_page_complete(vmo.key, timeout=0)
+    # nor does closing its last handle afterwards
+    pager.release_vmo(vmo)
+    pager.vmos.remove(vmo)
+    assert not pager.wait_for_page_complete(vmo.key, timeout=0)
 
 
 def test_ClosePageComplete(pager):
