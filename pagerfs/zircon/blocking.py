@@ -38,9 +38,9 @@ def wait_until_blocked(ident: int, timeout: float | None = None) -> bool:
                 left = None if limit is None else limit - time.monotonic()
                 if left is not None and left <= 0:
                     return False
-                # The bounded wait also covers a thread that blocked between our
-                # check and our wait while _watchers was still being read as zero.
-                _cond.wait(0.05 if left is None else min(left, 0.05))
+                # enter() sets its entry before it reads _watchers, and we count
+                # ourselves in before we look, so its notify cannot be missed.
+                _cond.wait(left)
             return True
         finally:
             _watchers -= 1
