@@ -88,6 +88,12 @@ def run_mount(args) -> int:
 
     image = os.path.realpath(args.image)
     mountpoint = os.path.realpath(args.mountpoint)
+    for path in (args.trace, args.log):
+        if path:
+            try:
+                open(path, "a").close()
+            except OSError as err:
+                raise CommandError(f"{path}: cannot write: {err.strerror}") from None
     try:
         options = daemon.parse_options(args.options)
         daemon.preflight(image, mountpoint)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 
 from pagerfs import zircon as zx
@@ -95,7 +96,9 @@ class RequestServer:
         req = Request(ino, vmo, offset // PAGE, (offset + length) // PAGE - 1,
                       (size + PAGE - 1) // PAGE)
         self.stats.add(ino, page_requests=1, pages_requested=req.last_page - req.first_page + 1)
-        self.trace.event("packet", ino=ino, offset=offset, length=length)
+        if self.trace.enabled:
+            self.trace.event("packet", ino=ino, offset=offset, length=length,
+                             path=os.fsdecode(self.image.path_of(ino)))
         try:
             if faults:
                 req.firing = faults.fire(req.first_page, req.last_page)

@@ -185,6 +185,7 @@ def test_trace_records_packets_supplies_and_fails(fresh_mount):
     events = [json.loads(line) for line in fresh_mount.trace.read_text().splitlines()]
     mine = [e for e in events if e.get("ino") == ino]
     kinds = {e["event"] for e in mine}
+    assert {e["path"] for e in mine if e["event"] == "packet"} == {"/odd-size.bin"}
     assert {"packet", "supply", "fail"} <= kinds
     fails = [e for e in mine if e["event"] == "fail"]
     assert all(e["offset"] == 17 * PAGE and e["length"] == PAGE and

@@ -52,6 +52,7 @@ def test_refusals_are_one_line_and_exit_2(image, tmp_path, helpers):
         (("mount", tmp_path / "nothing.img", empty), "nothing.img"),
         (("mount", image, empty, "-o", "bogus"), "unknown mount option"),
         (("mount", image, empty, "-o", "page_budget=1M"), "page_budget"),
+        (("mount", image, empty, "--trace", tmp_path / "no" / "such" / "dir"), "cannot write"),
         (("umount", empty), "not mounted"),
         (("umount", "/proc"), "not a pagerfs mount"),
         (("stats", tmp_path / "file"), "not a pagerfs"),
