@@ -167,3 +167,17 @@ def test_big_directory_and_odd_mountpoint_names(tmp_path, helpers):
         assert (mount.path / "many" / "file-02999-" f"{'x' * (2999 % 50)}").read_bytes().startswith(b"file-02999")
         helpers.pagerfs("umount", mount.path)
         assert not os.path.ismount(mount.path)
+
+
+def test_stat_tool_agrees_with_the_source(mnt, tree, helpers):
+    rels = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    fmt = "%n|%F|%s|%a|%u|%g|%h|%.9Y|%N"
+
+    def stats(root):
+        lines = helpers.run("stat", "-c", fmt, *rels, cwd=root).stdout.decode().splitlines()
+        # Directory sizes and link counts are the filesystem's own business.
+        return [line if not line.split("|")[1] == "directory" else
+                "|".join(f for i, f in enumerate(line.split("|")) if i not in (2, 6))
+                for line in lines]
+
+    assert stats(mnt.path) == stats(tree)
