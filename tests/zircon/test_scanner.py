@@ -138,8 +138,12 @@ def test_limit_bounds_a_streaming_reader(pager, serve, scanner_limit):
 
 def test_limit_smaller_than_a_request_still_progresses(pager, serve, scanner_limit):
     """Pages a woken reader has not yet copied are never evicted under it."""
-    vmo = pager.create_vmo(64)
-    serve().add(vmo)
+    vmos = [pager.create_vmo(64), pager.create_vmo(64)]
+    server = serve()
+    for vmo in vmos:
+        server.add(vmo)
     scanner_limit(zx.scanner_committed_bytes() + 4 * PAGE)
     for _ in range(3):
-        assert zx.zx_vmo_read(vmo.handle, 0, 64 * PAGE) == vmo.expected(0, 64)
+        for vmo in vmos:  # each supply evicts the other VMO's pages
+            assert zx.zx_vmo_read(vmo.handle, 0, 64 * PAGE) == vmo.expected(0, 64)
+    assert server.requests >= 6
