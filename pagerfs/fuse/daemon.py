@@ -176,19 +176,24 @@ def serve(image_path: str, mountpoint: str, options: MountOptions, trace_path: s
                         return
 
                 nursery.start_soon(watch)
+                announced.append(True)
                 ready(None)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
 
+    announced: list[bool] = []
     clean = False
     try:
         trio.run(main)
         clean = True
-    except BaseException:
+    except BaseException as err:
         log.critical("FUSE loop died:\n%s", traceback.format_exc())
+        if not announced:
+            ready(f"the FUSE loop failed to start: {err}")
     finally:
-        # A clean end unmounts; a crash leaves the mount to answer ENOTCONN.
-        pyfuse3.close(unmount=clean)
+        # A clean end unmounts, and so does a failure before anyone was told the mount
+        # was ready; a crash of a mount in use leaves it to answer ENOTCONN.
+        pyfuse3.close(unmount=clean or not announced)
         pager.stop()
         image.close()
     return 0 if clean else 1
