@@ -22,11 +22,13 @@ _EMPTY = memoryview(b"")
 _ZEROS = memoryview(bytes(1 << 20))
 
 
-def zeros(n: int) -> memoryview:
-    """A read-only view of n zero bytes (shared, so free for runs up to 1 MiB)."""
-    if n <= len(_ZEROS):
-        return _ZEROS[:n]
-    return memoryview(bytes(n))
+def add_zeros(out: list, n: int) -> None:
+    """Append views of n zero bytes (of one shared zero buffer: no allocation)."""
+    chunk = len(_ZEROS)
+    while n > chunk:
+        out.append(_ZEROS)
+        n -= chunk
+    out.append(_ZEROS[:n])
 
 
 def as_view(data: object) -> memoryview:
@@ -169,9 +171,9 @@ class PageStore:
                 out.append(buf[lo:hi])
             elif lo < blen:
                 out.append(buf[lo:blen])
-                out.append(zeros(hi - blen))
+                add_zeros(out, hi - blen)
             else:
-                out.append(zeros(hi - lo))
+                add_zeros(out, hi - lo)
             ext.stamp = stamp
             pos = stop
             i += 1
@@ -187,7 +189,7 @@ class PageStore:
             nxt = self.next_present(page, (end + _MASK) >> PAGE_SHIFT) << PAGE_SHIFT
             if nxt > end:
                 nxt = end
-            out.append(zeros(nxt - pos))
+            add_zeros(out, nxt - pos)
             pos = nxt
 
     def page_bytes(self, page: int) -> bytes:

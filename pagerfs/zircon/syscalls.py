@@ -27,6 +27,7 @@ from .constants import (
     ZX_ERR_INVALID_ARGS,
     ZX_ERR_IO,
     ZX_ERR_IO_DATA_INTEGRITY,
+    ZX_ERR_NO_MEMORY,
     ZX_ERR_NOT_SUPPORTED,
     ZX_ERR_OUT_OF_RANGE,
     ZX_INFO_HANDLE_BASIC,
@@ -58,11 +59,13 @@ from .pager import Pager
 from .port import Port, PortPacket
 from .ranges import as_view
 from .vmar import Mapping, Vmar
-from .vmo import PagerVmo, Vmo
+from .vmo import MAX_BUFFER, PagerVmo, Vmo
 
 _MASK = PAGE_SIZE - 1
 _FAIL_CODES = frozenset((ZX_ERR_IO, ZX_ERR_IO_DATA_INTEGRITY, ZX_ERR_BAD_STATE))
 _INT64_LIMIT = 1 << 63
+
+
 
 
 # --- argument conversion ----------------------------------------------------------
@@ -237,7 +240,13 @@ def zx_vmo_read(vmo: int, offset: int, length: int) -> bytes:
     _in_range(off, n, obj.size)
     if n == 0:
         return b""
-    return obj.read(off, off + n)
+    if n > MAX_BUFFER:
+        raise ZxError(ZX_ERR_NO_MEMORY)
+    try:
+        return obj.read(off, off + n)
+    except MemoryError:
+        # No buffer that large: what Zircon says when it cannot allocate.
+        raise ZxError(ZX_ERR_NO_MEMORY) from None
 
 
 def zx_vmo_write(vmo: int, data: bytes, offset: int) -> None:

@@ -8,6 +8,7 @@ from .constants import (
     PAGE_SHIFT,
     ZX_ERR_ACCESS_DENIED,
     ZX_ERR_INVALID_ARGS,
+    ZX_ERR_NO_MEMORY,
     ZX_ERR_NOT_FOUND,
     ZX_ERR_OUT_OF_RANGE,
     ZX_OBJ_TYPE_VMAR,
@@ -16,7 +17,7 @@ from .constants import (
 )
 from .errors import PageFault, ZxError
 from .handles import KObject, as_handle_value
-from .vmo import Vmo, join
+from .vmo import MAX_BUFFER, Vmo, join
 
 
 class Vmar(KObject):
@@ -65,6 +66,8 @@ class Mapping:
             if n == 0 and not self.is_unmapped:
                 return b""
             raise PageFault(ZX_ERR_NOT_FOUND, offset)
+        if n > MAX_BUFFER:
+            raise ZxError(ZX_ERR_NO_MEMORY)
         if not self.perms & ZX_VM_PERM_READ:
             raise PageFault(ZX_ERR_ACCESS_DENIED, offset)
         end = min(offset + n, self.length)

@@ -11,6 +11,7 @@ the VMO lock again and copies the pages it asked for before anyone can evict the
 
 from __future__ import annotations
 
+import os
 import threading
 from _thread import allocate_lock as _allocate_lock
 from bisect import bisect_right
@@ -37,6 +38,19 @@ if TYPE_CHECKING:
     from .pager import Pager
 
 _MASK = PAGE_SIZE - 1
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+# A read returns a new buffer: one larger than the machine's memory cannot exist (in
+# Zircon the caller could not have passed it), so such a read fails with NO_MEMORY
+# before it asks any pager.
+MAX_BUFFER = _physical_memory()
 
 
 def join(pieces: list) -> bytes:

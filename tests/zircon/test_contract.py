@@ -621,3 +621,16 @@ def test_write_accepts_any_bytes_like_and_keeps_a_snapshot():
     for bad in ("text", 5, None, [1, 2]):
         assert status_of(zx.zx_vmo_write, vmo, bad, 0) == zx.ZX_ERR_INVALID_ARGS
     zx.zx_handle_close(vmo)
+
+
+def test_read_larger_than_memory_is_no_memory(pager):
+    tib = 1 << 40
+    plain = zx.zx_vmo_create(tib, 0)
+    vmo = pager.create_vmo(tib // PAGE)
+    assert status_of(zx.zx_vmo_read, plain, 0, tib) == zx.ZX_ERR_NO_MEMORY
+    assert status_of(zx.zx_vmo_read, vmo.handle, 0, tib) == zx.ZX_ERR_NO_MEMORY
+    with pytest.raises(zx.ZxError) as e:
+        vmo.map().read(0, tib)
+    assert e.value.status == zx.ZX_ERR_NO_MEMORY
+    assert pager.get_page_read_request(vmo, timeout=0) is None  # no pager was asked
+    zx.zx_handle_close(plain)
