@@ -13,7 +13,7 @@ Besides the contract's syscalls it exposes the kernel's page scanner
 """
 
 from . import constants as _constants
-from .constants import *  # noqa: F403 - the constants are part of the API
+from .constants import *  # noqa: F403 - Zircon's constants are part of the API
 from .errors import PageFault, ZxError, status_name
 from .info import HandleBasicInfo, VmoInfo
 from .port import PageRequest, PortPacket
@@ -44,7 +44,9 @@ from .syscalls import (
 )
 from .vmar import Mapping
 
-_CONSTANTS = [n for n in dir(_constants) if n.isupper() and not n.startswith("_")]
+_CONSTANTS = [
+    n for n in dir(_constants) if n.startswith("ZX_") or n in ("PAGE_SIZE", "PAGE_SHIFT")
+]
 
 __all__ = _CONSTANTS + [
     "HandleBasicInfo",
