@@ -294,6 +294,26 @@ def test_OverlapCommit(pager, spawn):
     assert t2.wait()
 
 
+def test_OverlapCommitSupply(pager, spawn):
+    supply_len, commit_a, commit_b = 3, 7, 5
+    n = commit_a * commit_b * supply_len
+    vmo = pager.create_vmo(n)
+    threads_a = []
+    for i in range(n // commit_a):
+        threads_a.append(spawn(lambda i=i: vmo.commit(i * commit_a, commit_a)))
+        assert pager.wait_for_page_read(vmo, i * commit_a, commit_a)
+    threads_b = []
+    for i in range(n // commit_b):
+        t = spawn(lambda i=i: vmo.commit(i * commit_b, commit_b))
+        assert t.wait_for_blocked()
+        threads_b.append(t)
+    for i in range(n // supply_len):
+        pager.supply_pages(vmo, i * supply_len, supply_len)
+    for t in threads_a + threads_b:
+        assert t.wait()
+    assert vmo.check(0, n, False)
+
+
 def test_MultisupplyCommit(pager, spawn):
     n = 32
     vmo = pager.create_vmo(n)
