@@ -117,6 +117,8 @@ class FileSystem:
 
     def statfs(self) -> dict:
         blocks = (self.image_bytes + PAGE - 1) // PAGE
+        # inode_count is the store's extra, beyond the documented reader interface.
+        files = getattr(self.image, "inode_count", 0)
         return {"f_bsize": PAGE, "f_frsize": PAGE, "f_blocks": blocks, "f_bfree": 0,
-                "f_bavail": 0, "f_files": 0, "f_ffree": 0, "f_favail": 0,
-                "f_namemax": 255}
+                "f_bavail": 0, "f_files": files if isinstance(files, int) else 0,
+                "f_ffree": 0, "f_favail": 0, "f_namemax": 255}

@@ -113,6 +113,7 @@ def test_proc_mounts_and_statfs(mnt):
     assert kinds == ["fuse.pagerfs"]
     st = os.statvfs(mnt.path)
     assert st.f_bsize == 4096 and st.f_blocks * 4096 >= os.path.getsize(mnt.image)
+    assert st.f_bfree == 0 and st.f_files >= 14  # read-only: nothing free; every inode
 
 
 def test_xattrs_absent_and_control_attrs_hidden(mnt):
