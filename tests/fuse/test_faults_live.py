@@ -270,3 +270,60 @@ def test_rule_change_during_a_slow_read_neither_deadlocks_nor_leaks_old_pages(fr
             cat.kill()
         cat.wait()
     assert out.read_bytes() == source[:100 * PAGE]
+
+
+CHECKING_READER = r"""
+import os, random, sys
+path, src, seed, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+source = open(src, "rb").read()
+fd = os.open(path, os.O_RDONLY)
+rng = random.Random(seed)
+npages = -(-len(source) // 4096)
+ok = eio = 0
+for i in range(rounds):
+    page, count = rng.randrange(npages), rng.choice([1, 1, 2, 8, 40])
+    try:
+        got = os.pread(fd, count * 4096, page * 4096)
+    except OSError as err:
+        assert err.errno == 5, err
+        eio += 1
+    else:
+        want = source[page * 4096:page * 4096 + count * 4096]
+        # A read that runs into a failed page returns the good bytes before it.
+        assert got and got == want[:len(got)], (page, count, len(got))
+        ok += 1
+    if i % 25 == 0:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+print(ok, eio)
+"""
+
+
+def test_readers_never_get_wrong_bytes_while_rules_churn(fresh_mount, tree):
+    path = fresh_mount.path / FILE
+    readers = [subprocess.Popen([sys.executable, "-c", CHECKING_READER, str(path), str(tree / FILE),
+                                 str(seed), "400"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for seed in range(4)]
+    rng = random.Random(5)
+    changes = 0
+    try:
+        # Keep changing the rules for as long as the readers read.
+        while any(r.poll() is None for r in readers) and changes < 2000:
+            changes += 1
+            first = rng.randrange(161)
+            error = rng.choice(["IO", "IO_DATA_INTEGRITY", "BAD_STATE", "corrupt"])
+            assert setfattr(path, f"pages={first}-{first + rng.randrange(20)} error={error}").returncode == 0
+            if rng.random() < 0.3:
+                subprocess.run(["setfattr", "-x", "user.pagerfs.fault", str(path)], check=True)
+        subprocess.run(["setfattr", "-x", "user.pagerfs.fault", str(path)], check=False)
+        assert changes >= 10
+        for reader in readers:
+            out, err = reader.communicate(timeout=90)
+            assert reader.returncode == 0, err
+            ok, eio = map(int, out.split())
+            assert ok + eio == 400
+    finally:
+        for reader in readers:
+            if reader.poll() is None:
+                reader.kill()
+                reader.communicate()
+    assert path.read_bytes() == (tree / FILE).read_bytes()
