@@ -152,7 +152,9 @@ def serve(image_path: str, mountpoint: str, options: MountOptions, trace_path: s
         ready(f"cannot start: {err}")
         return 2
     fs = FileSystem(image, pager, image_bytes=os.path.getsize(image_path))
-    fuse_options = {"fsname=" + os.path.abspath(image_path), "subtype=pagerfs",
+    # libfuse splits options at commas; a backslash keeps one literal.
+    fsname = os.path.abspath(image_path).replace("\\", "\\\\").replace(",", "\\,")
+    fuse_options = {"fsname=" + fsname, "subtype=pagerfs",
                     "default_permissions", *options.fuse_options}
     if options.allow_other:
         fuse_options.add("allow_other")

@@ -158,7 +158,7 @@ def test_big_directory_and_odd_mountpoint_names(tmp_path, helpers):
     names = {f"file-{i:05d}-{'x' * (i % 50)}" for i in range(3000)}
     for name in names:
         (src / "many" / name).write_bytes(name.encode())
-    image = helpers.build_image(src, tmp_path / "many.img")
+    image = helpers.build_image(src, tmp_path / "many, odd\\name.img")
     where = tmp_path / "mount point é\tx"
     with helpers.mounted(image, where, "-o", "allow_other,noatime") as mount:
         with open("/proc/self/mountinfo") as f:
