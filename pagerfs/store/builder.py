@@ -200,17 +200,17 @@ def _worker_init() -> None:
 
 
 def _executor(jobs: int) -> Executor:
-    if jobs <= 1:
+    # Workers are forked: cheap, and nothing is re-imported. Forking a process that
+    # runs other threads is unsafe, and spawn or forkserver would re-run the caller's
+    # __main__; a caller with threads (a test, a daemon) gets a build in its own process.
+    if jobs <= 1 or threading.active_count() > 1:
         return _InlineExecutor()
-    # fork is cheap and needs no re-import, but is unsafe in a process with threads;
-    # forkserver then starts workers from a clean single-threaded server.
-    method = "fork" if threading.active_count() == 1 else "forkserver"
     # A stop signal while the workers are being started would leave a half-made pool
     # whose workers the interpreter then waits for forever; hold it until they run.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
     try:
         pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
-                                   mp_context=multiprocessing.get_context(method))
+                                   mp_context=multiprocessing.get_context("fork"))
         pool.submit(int).result()  # starts every worker now
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
