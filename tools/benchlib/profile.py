@@ -201,6 +201,67 @@ def describe(title: str, r: dict) -> list[str]:
     return lines + [""]
 
 
+# (dso or symbol substring, bucket), first match wins; for `perf report --sort dso,sym`.
+NATIVE_BUCKETS = (
+    ("libcrypto", "SHA-256 (libcrypto)"),
+    ("_block.cpython", "lz4 (python-lz4)"),
+    ("libpython", "Python interpreter (all Python code)"),
+    ("_copy_to_iter", "kernel: copy to user (pread of the image)"),
+    ("_copy_from_iter", "kernel: copy from user (FUSE replies)"),
+    ("memcpy", "memory copies (kernel and libc)"),
+    ("memmove", "memory copies (kernel and libc)"),
+    ("finish_task_switch", "kernel: scheduling, futex, locks (thread handoffs)"),
+    ("spin", "kernel: scheduling, futex, locks (thread handoffs)"),
+    ("futex", "kernel: scheduling, futex, locks (thread handoffs)"),
+    ("schedule", "kernel: scheduling, futex, locks (thread handoffs)"),
+    ("fault", "kernel: page faults"),
+    ("clear_page", "kernel: page faults"),
+    ("[k]", "kernel: other"),
+    ("libc", "libc: other (malloc, ...)"),
+)
+
+
+def native_bucket(line: str) -> str:
+    for key, bucket in NATIVE_BUCKETS:
+        if key in line:
+            return bucket
+    return "other native"
+
+
+def perf_profile(bench, out: Path, stem: str) -> dict | None:
+    """perf's view (if perf is installed): every CPU cycle of the daemon, C included —
+    what py-spy cannot see (SHA-256, lz4, copies, the kernel's share)."""
+    perf = shutil.which("perf")
+    if not perf:
+        return None
+    data = out / f"{stem}.perf"
+    m = bench.mount(PAGERFS)
+    try:
+        path = m.mnt / bench.ds.big_rel
+        measure.drop_caches()
+        rec = subprocess.Popen([perf, "record", "-F", "999", "-p", str(m.pid), "-o", str(data)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.5)
+            n, secs = measure.sequential_read(path)
+        finally:
+            rec.send_signal(signal.SIGINT)
+            _, err = rec.communicate(timeout=60)
+    finally:
+        bench.mounts.unmount(m)
+    rep = subprocess.run([perf, "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,sym",
+                          "--percent-limit", "0"], capture_output=True, text=True)
+    buckets: collections.Counter = collections.Counter()
+    for line in rep.stdout.splitlines():
+        mm = re.match(r"\s*([\d.]+)%\s+(.*)", line)
+        if mm:
+            buckets[native_bucket(mm[2])] += float(mm[1])
+    if not buckets:
+        return None
+    return {"read_s": round(secs, 3), "mbps": round(n / secs / 1e6, 1), "data": str(data),
+            "by_bucket": {k: round(v, 1) for k, v in buckets.most_common()}}
+
+
 def profile_cold_read(bench, out: Path) -> dict:
     """Two sampled cold reads: who holds the GIL (where the Python CPU goes), and every
     thread including the blocked ones (where the wall-clock time goes). Writes the raw
@@ -213,6 +274,13 @@ def profile_cold_read(bench, out: Path) -> dict:
     }
     lines = describe("CPU: samples of the thread holding the GIL", results["gil"])
     lines += describe("wall clock: every thread, blocked ones included", results["wall"])
+    native = perf_profile(bench, out, f"profile-{stamp}")
+    if native:
+        results["perf"] = native
+        lines += [f"== perf: all on-CPU time of the daemon, C and kernel included "
+                  f"(read at {native['mbps']:.0f} MB/s under perf)"]
+        lines += [f"  {v:5.1f}%  {k}" for k, v in native["by_bucket"].items()]
+        lines.append("")
     lines.append(f"pager stats after the read: {json.dumps(results['wall']['pager_stats'])}")
     summary_path = out / f"profile-{stamp}.txt"
     summary_path.write_text("\n".join(lines) + "\n")
