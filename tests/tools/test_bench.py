@@ -244,3 +244,41 @@ def test_prepare_reuses_a_complete_cache_and_rebuilds_an_incomplete_one(tmp_path
     (tmp_path / "cache" / spec.name / "ready.json").unlink()  # as if a build was interrupted
     rebuilt = datasets.prepare(spec, tmp_path / "cache", log=lambda m: None)
     assert not marker.exists() and rebuilt.big_sha256 == ds.big_sha256
+
+
+# ------------------------------------------------------------------ profile parsing
+
+
+def test_py_spy_raw_lines_parse_to_thread_frames_and_count():
+    from benchlib import profile
+    text = ("thread (1534): pager-2;Thread.run (threading.py:982);Image._load_block "
+            "(pagerfs/store/reader.py:364) 7\n"
+            "thread (99): MainThread;run (trio/_core/_run.py:2532) 3\n")
+    stacks = profile.parse_raw(text)
+    assert stacks[0] == ("pager-2", [("Thread.run", "threading.py", 982),
+                                     ("Image._load_block", "pagerfs/store/reader.py", 364)], 7)
+    assert stacks[1][0] == "MainThread" and stacks[1][2] == 3
+
+
+def test_samples_are_split_by_what_the_innermost_frame_does(tmp_path):
+    from benchlib import profile
+    store = tmp_path / "pagerfs" / "store"
+    store.mkdir(parents=True)
+    (store / "r.py").write_text("data = lz4.block.decompress(x)\nok = hashlib.sha256(d).digest()\n"
+                                "data = os.pread(fd, n, off)\n")
+    (tmp_path / "pagerfs" / "zircon").mkdir()
+    (tmp_path / "pagerfs" / "zircon" / "vmo.py").write_text("x = 1\nparked.acquire()\n")
+    roots = [tmp_path]
+    at = lambda file, line, func="f": [("Thread.run", "threading.py", 1), (func, file, line)]  # noqa: E731
+    assert profile.category("t", at("pagerfs/store/r.py", 1), roots) == "store: lz4 decompress"
+    assert profile.category("t", at("pagerfs/store/r.py", 2), roots) == "store: SHA-256 verify"
+    assert profile.category("t", at("pagerfs/store/r.py", 3), roots) == "store: pread of the image"
+    assert profile.category("t", at("pagerfs/zircon/vmo.py", 2, "PagerVmo.fetch"), roots) == \
+        "waiting: reader parked for the pager"
+    assert profile.category("t", at("pagerfs/zircon/vmo.py", 1, "PagerVmo.fetch"), roots) == \
+        "kernel model (pagerfs.zircon)"
+    assert profile.category("t", [("get_events", "x.py", 1)], roots) == "other (interpreter, threading)"
+    summary = profile.summarize([("pager-1", at("pagerfs/store/r.py", 1), 3),
+                                 ("pager-2", at("pagerfs/store/r.py", 2), 1)], roots)
+    assert summary["samples"] == 4
+    assert summary["by_thread"] == {"pager": {"store: lz4 decompress": 3, "store: SHA-256 verify": 1}}
