@@ -94,12 +94,24 @@ def run_mount(args) -> int:
                 open(path, "a").close()
             except OSError as err:
                 raise CommandError(f"{path}: cannot write: {err.strerror}") from None
+    from pagerfs.store import FormatError, Image
+
     try:
         options = daemon.parse_options(args.options)
-        daemon.preflight(image, mountpoint)
+        daemon.preflight(mountpoint)
+    except daemon.MountError as err:
+        raise CommandError(str(err), EXIT_UNUSABLE) from None
+    try:
+        img = Image.open(image)
+    except FormatError as err:
+        raise CommandError(f"{args.image}: not a usable image: {err}") from None
+    except OSError as err:
+        raise CommandError(f"{args.image}: {err.strerror}") from None
+    try:
         if args.foreground:
-            return daemon.foreground(image, mountpoint, options, args.trace, args.log, args.debug)
-        daemon.daemonize(image, mountpoint, options,
+            return daemon.foreground(img, image, mountpoint, options, args.trace, args.log,
+                                     args.debug)
+        daemon.daemonize(img, image, mountpoint, options,
                          args.trace and os.path.abspath(args.trace),
                          args.log and os.path.abspath(args.log), args.debug)
     except daemon.MountError as err:

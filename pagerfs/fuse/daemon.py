@@ -84,8 +84,10 @@ def parse_options(texts: list[str]) -> MountOptions:
     return MountOptions(fuse_options=tuple(passthrough), **fields)
 
 
-def preflight(image_path: str, mountpoint: str) -> None:
-    """Refuse, with one line, what would make the mount fail or mislead."""
+def preflight(mountpoint: str) -> None:
+    """Refuse, with one line, what would make the mount fail or mislead. (The image
+    itself is opened, and so checked, by the caller: this layer only uses the store's
+    types.)"""
     if not os.path.exists(FUSE_DEVICE):
         raise MountError(f"{FUSE_DEVICE} is missing: load the fuse module (modprobe fuse)")
     try:
@@ -105,14 +107,6 @@ def preflight(image_path: str, mountpoint: str) -> None:
         raise MountError(f"{mountpoint}: something is already mounted there")
     if os.listdir(mountpoint):
         raise MountError(f"{mountpoint}: directory is not empty")
-    from pagerfs.store import FormatError, Image
-
-    try:
-        Image.open(image_path).close()
-    except FormatError as err:
-        raise MountError(f"{image_path}: not a usable image: {err}") from None
-    except OSError as err:
-        raise MountError(f"{image_path}: {err.strerror}") from None
 
 
 def _setup_logging(foreground: bool, log_path: str | None, debug: bool) -> None:
@@ -131,10 +125,11 @@ def _setup_logging(foreground: bool, log_path: str | None, debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def serve(image_path: str, mountpoint: str, options: MountOptions, trace_path: str | None,
-          ready) -> int:
-    """Mount and serve until unmounted or signalled; `ready(error_or_None)` is called
-    exactly once, when the mount answers or when it cannot be made."""
+def serve(image, image_path: str, mountpoint: str, options: MountOptions,
+          trace_path: str | None, ready) -> int:
+    """Mount the open image and serve until unmounted or signalled; closes the image.
+    `ready(error_or_None)` is called exactly once, when the mount answers or when it
+    cannot be made."""
     import pyfuse3
     import trio
 
@@ -142,13 +137,12 @@ def serve(image_path: str, mountpoint: str, options: MountOptions, trace_path: s
     from pagerfs.fuse.operations import Operations
     from pagerfs.pager.trace import Trace
     from pagerfs.pager.user_pager import UserPager
-    from pagerfs.store import Image
 
     try:
-        image = Image.open(image_path)
         pager = UserPager(image, threads=options.pager_threads, budget=options.page_budget,
                           trace=Trace.open(trace_path))
     except Exception as err:
+        image.close()
         ready(f"cannot start: {err}")
         return 2
     fs = FileSystem(image, pager, image_bytes=os.path.getsize(image_path))
@@ -201,9 +195,10 @@ def serve(image_path: str, mountpoint: str, options: MountOptions, trace_path: s
     return 0 if clean else 1
 
 
-def daemonize(image_path: str, mountpoint: str, options: MountOptions, trace_path: str | None,
-              log_path: str | None, debug: bool) -> None:
-    """Fork a background daemon; return once it serves, or raise MountError."""
+def daemonize(image, image_path: str, mountpoint: str, options: MountOptions,
+              trace_path: str | None, log_path: str | None, debug: bool) -> None:
+    """Fork a background daemon that serves the open image; return once it serves, or
+    raise MountError. The caller must have no threads running (fork)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
@@ -222,10 +217,11 @@ def daemonize(image_path: str, mountpoint: str, options: MountOptions, trace_pat
                 os.write(write_end, b"ok\n" if error is None else error.encode() + b"\n")
                 os.close(write_end)
 
-            status = serve(image_path, mountpoint, options, trace_path, ready)
+            status = serve(image, image_path, mountpoint, options, trace_path, ready)
         finally:
             os._exit(status)
     os.close(write_end)
+    image.close()  # the daemon has its own copy of the descriptor
     chunks = []
     while chunk := os.read(read_end, 4096):
         chunks.append(chunk)
@@ -236,8 +232,8 @@ def daemonize(image_path: str, mountpoint: str, options: MountOptions, trace_pat
         raise MountError(message or "the daemon died before the mount was ready")
 
 
-def foreground(image_path: str, mountpoint: str, options: MountOptions, trace_path: str | None,
-               log_path: str | None, debug: bool) -> int:
+def foreground(image, image_path: str, mountpoint: str, options: MountOptions,
+               trace_path: str | None, log_path: str | None, debug: bool) -> int:
     _setup_logging(True, log_path, debug)
     failure: list[str] = []
 
@@ -245,7 +241,7 @@ def foreground(image_path: str, mountpoint: str, options: MountOptions, trace_pa
         if error:
             failure.append(error)
 
-    status = serve(image_path, mountpoint, options, trace_path, ready)
+    status = serve(image, image_path, mountpoint, options, trace_path, ready)
     if failure:
         raise MountError(failure[0])
     return status
