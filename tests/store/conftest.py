@@ -8,6 +8,8 @@ import io
 import os
 import random
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -104,6 +106,12 @@ def make_edge_tree(root: Path) -> None:
     os.mkdir(os.path.join(bytes(root), b"dir-\xe9"))
     _write(os.path.join(bytes(root), b"dir-\xe9", b"inner"), rng.randbytes(5000))
     os.mkfifo(root / "a-fifo")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "a-socket"))
+    try:
+        os.mknod(root / "a-device", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pass  # not root: the FIFO and the socket still cover skipping
 
 
 def make_system_tree(root: Path, budget: int = 4 << 20) -> None:

@@ -25,11 +25,14 @@ def system_image(system_tree, tmp_path_factory) -> Path:
     return image
 
 
-def test_mkimage_cli_warns_about_the_fifo_and_builds(edge_tree, tmp_path, cli_subprocess, edge_image):
+def test_mkimage_cli_skips_special_files_with_a_warning(edge_tree, tmp_path, cli_subprocess, edge_image):
     image = tmp_path / "cli.img"
     r = cli_subprocess(["mkimage", str(edge_tree), str(image)])
     assert r.rc == 0, r.err
-    assert b"a-fifo: FIFO" in r.err and b"warning" in r.err
+    assert b"warning: skipping " + bytes(edge_tree) + b"/a-fifo: FIFO\n" in r.err
+    assert b"warning: skipping " + bytes(edge_tree) + b"/a-socket: socket\n" in r.err
+    if (edge_tree / "a-device").exists():
+        assert b"warning: skipping " + bytes(edge_tree) + b"/a-device: character device\n" in r.err
     assert b"Traceback" not in r.err
     # Same tree, same bytes: the API build and the CLI build agree.
     assert image.read_bytes() == edge_image.read_bytes()
@@ -80,8 +83,8 @@ def test_tree_and_attributes_round_trip(edge_tree, edge_image):
         for d, dirs, files in os.walk(broot):
             rel = os.path.relpath(d, broot)
             ino = img.resolve(rel)
-            expected = sorted(n for n in dirs + files
-                              if not stat.S_ISFIFO(os.lstat(os.path.join(d, n)).st_mode))
+            expected = sorted(n for n in dirs + files if stat.S_IFMT(os.lstat(os.path.join(d, n)).st_mode)
+                              in (stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK))
             assert [name for name, _ in img.listdir(ino)] == expected
             for name in expected:
                 src = os.lstat(os.path.join(d, name))
@@ -97,7 +100,8 @@ def test_tree_and_attributes_round_trip(edge_tree, edge_image):
                 else:
                     subdirs = sum(1 for e in os.scandir(os.path.join(d, name)) if e.is_dir(follow_symlinks=False))
                     assert st.nlink == 2 + subdirs
-        assert img.lookup(img.root, b"a-fifo") is None
+        for special in (b"a-fifo", b"a-socket", b"a-device"):
+            assert img.lookup(img.root, special) is None
 
 
 def test_hard_links_are_one_inode_and_non_utf8_names_survive(edge_image, cli):
