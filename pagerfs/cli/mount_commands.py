@@ -228,6 +228,10 @@ def _xattr_error(path: str, err: OSError, what: str) -> CommandError:
 def _fmt_count(key: str, value) -> str:
     if key == "pid" or not isinstance(value, int):
         return str(value)
+    if key in ("committed_pages", "budget_pages"):
+        return f"{value:,} ({value * 4096 / 2**20:,.1f} MiB)"
+    if key == "bytes_read_from_image":
+        return f"{value:,} ({value / 2**20:,.1f} MiB)"
     return f"{value:,}"
 
 
@@ -247,7 +251,7 @@ def run_stats(args) -> int:
         rows.append(("pages_failed", "0"))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
-        print(f"{key:<{width}}  {value:>14}")
+        print(f"{key:<{width}}  {value}")
     return EXIT_OK
 
 
