@@ -74,8 +74,11 @@ class BuildResult:
     blocks: int
 
 
-def scan(source: bytes, warn: Warn) -> list[_Node]:
-    """The tree under `source` as nodes in inode order (root = 1)."""
+def scan(source: bytes, warn: Warn, exclude: tuple[int, int] | None = None) -> list[_Node]:
+    """The tree under `source` as nodes in inode order (root = 1).
+
+    `exclude` is the (device, inode) of the image being rebuilt, if it is in the tree.
+    """
     try:
         st = os.stat(source)
     except OSError as err:
@@ -100,6 +103,9 @@ def scan(source: bytes, warn: Warn) -> list[_Node]:
             except OSError as err:
                 raise BuildError(f"{show(path)}: {err.strerror}") from None
             kind = statmod.S_IFMT(st.st_mode)
+            if (st.st_dev, st.st_ino) == exclude:
+                warn(f"skipping {show(path)}: the image being built")
+                continue
             if kind == statmod.S_IFDIR:
                 node = _Node(len(nodes) + 1, fmt.KIND_DIR, st, path, nlink=2)
                 d.nlink += 1
@@ -399,7 +405,12 @@ def build_image(source: str | bytes, dest: str | bytes, *, chunk_size: int = fmt
         raise BuildError(f"chunk size must be a power of two from 4 KiB to 4 MiB, not {chunk_size}")
     source, dest = os.fsencode(source), os.fsencode(dest)
     jobs = jobs or os.cpu_count() or 1
-    nodes = scan(source, warn)
+    try:
+        old = os.stat(dest)
+        exclude = (old.st_dev, old.st_ino)
+    except OSError:
+        exclude = None
+    nodes = scan(source, warn, exclude)
     files = [n for n in nodes if n.kind == fmt.KIND_FILE]
     file_bytes = sum(n.st.st_size for n in files)
     start(file_bytes, len(files))

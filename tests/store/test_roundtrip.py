@@ -145,3 +145,15 @@ def test_other_chunk_sizes_round_trip(edge_tree, tmp_path, cli):
             data = (edge_tree / "random-700K").read_bytes()
             ino = img.resolve("random-700K")
             assert img.read_pages(ino, 3, 100) == data[3 * 4096 : 103 * 4096]
+
+
+def test_an_image_rebuilt_inside_its_own_tree_leaves_itself_out(tmp_path, cli):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a").write_bytes(b"a" * 5000)
+    image = tree / "self.img"
+    assert cli(["mkimage", "--quiet", str(tree), str(image)]).rc == 0
+    r = cli(["mkimage", "--quiet", str(tree), str(image)])
+    assert r.rc == 0 and b"self.img: the image being built" in r.err
+    with Image.open(image) as img:
+        assert [n for n, _ in img.listdir(img.root)] == [b"a"]
