@@ -140,7 +140,7 @@ class _Piece:
     level0: bytes  # fs-verity block hashes of the piece
     chunks: list[tuple[bytes, bytes, int]]  # (sha256, stored bytes, length) of full chunks
     tail: bytes  # the file's short last chunk, if this piece holds it
-    tail_digest: bytes
+    tail_key: bytes  # identifies the tail's contents, for deduplication
 
 
 def _compress(data: bytes | memoryview) -> tuple[bytes, bytes, int]:
@@ -174,8 +174,15 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _P
     whole = length - length % cs if last else length
     chunks = [_compress(mv[o : o + cs]) for o in range(0, whole, cs)]
     tail = bytes(mv[whole:])
-    return _Piece(verity.block_hashes(mv), chunks, tail,
-                  hashlib.sha256(tail).digest() if tail else b"")
+    level0 = verity.block_hashes(mv)
+    # The tail starts on a 4 KiB boundary, so its fs-verity block hashes, with its
+    # length (zero padding makes "a" and "a\0" hash alike), identify it: tails are
+    # deduplicated without hashing their bytes a third time.
+    key = b""
+    if tail:
+        nblocks = -(-len(tail) // verity.BLOCK)
+        key = len(tail).to_bytes(4, "little") + level0[-32 * nblocks :]
+    return _Piece(level0, chunks, tail, key)
 
 
 def _read_batch(items: list[tuple[bytes, int, int, int, bool]]) -> list[_Piece]:
@@ -252,13 +259,13 @@ class _Writer:
                 (digest, stored, length))
         return _Loc(block, 0)
 
-    def tail(self, data: bytes, digest: bytes) -> _Loc:
-        loc = self.tails.get(digest)
+    def tail(self, data: bytes, key: bytes) -> _Loc:
+        loc = self.tails.get(key)
         if loc is not None:
             return loc
         if len(self.fragment) + len(data) > self.cs:
             self.close_fragment()
-        loc = self.tails[digest] = _Loc(-1, len(self.fragment))
+        loc = self.tails[key] = _Loc(-1, len(self.fragment))
         self.fragment += data
         self.fragment_locs.append(loc)
         return loc
@@ -332,7 +339,7 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
                     node.chunks.append(writer.chunk(digest, stored, clen))
                 if last:
                     if piece.tail:
-                        node.chunks.append(writer.tail(piece.tail, piece.tail_digest))
+                        node.chunks.append(writer.tail(piece.tail, piece.tail_key))
                     node.digest = verity.digest_from_level0(b"".join(level0), node.st.st_size)
                     level0.clear()
                 advance(length, 1 if last else 0)

@@ -157,3 +157,18 @@ def test_an_image_rebuilt_inside_its_own_tree_leaves_itself_out(tmp_path, cli):
     assert r.rc == 0 and b"self.img: the image being built" in r.err
     with Image.open(image) as img:
         assert [n for n, _ in img.listdir(img.root)] == [b"a"]
+
+
+def test_tails_that_differ_only_by_trailing_zeros_stay_apart(tmp_path):
+    # Tails are deduplicated by their zero-padded 4 KiB block hashes plus length.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a").write_bytes(b"abc")
+    (tree / "b").write_bytes(b"abc\0")
+    (tree / "c").write_bytes(b"x" * 131072 + b"abc")  # same tail after a full chunk
+    image = tmp_path / "img"
+    build_image(tree, image)
+    with Image.open(image) as img:
+        assert img.read_pages(img.resolve("a"), 0, 1) == b"abc"
+        assert img.read_pages(img.resolve("b"), 0, 1) == b"abc\0"
+        assert img.read_pages(img.resolve("c"), 32, 1) == b"abc"
