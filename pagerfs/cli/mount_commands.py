@@ -245,6 +245,7 @@ def run_stats(args) -> int:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return EXIT_OK
     failed = stats.pop("pages_failed", {})
+    failing = stats.pop("failing_files", {})
     rows = [(key, _fmt_count(key, value)) for key, value in sorted(stats.items())]
     rows += [(f"pages_failed[{status}]", _fmt_count("", n)) for status, n in sorted(failed.items())]
     if not failed:
@@ -252,6 +253,10 @@ def run_stats(args) -> int:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    if failing:
+        print("files with failed pages:")
+        for path, by in failing.items():
+            print(f"  {path}: " + ", ".join(f"{n} {status}" for status, n in sorted(by.items())))
     return EXIT_OK
 
 

@@ -67,6 +67,8 @@ def stats(fs: FileSystem, ino: int) -> dict:
         out.update(committed_pages=fs.pager.committed_pages(),
                    budget_pages=(fs.pager.budget or 0) // PAGE,
                    open_files=fs.pager.open_files(), pid=os.getpid())
+        out["failing_files"] = {os.fsdecode(fs.image.path_of(i)): by
+                                for i, by in fs.pager.stats.failing().items()}
         return out
     _regular(fs, ino)
     out = fs.pager.stats.snapshot(ino)

@@ -24,6 +24,17 @@ class Stats:
         with self._lock:
             self._counts[ino]["pages_failed:" + status] += pages
 
+    def failing(self, limit: int = 20) -> dict[int, dict[str, int]]:
+        """Inodes that had pages failed -> {status: pages}, the most failed first."""
+        with self._lock:
+            found = {
+                ino: {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("pages_failed:")}
+                for ino, counts in self._counts.items()
+            }
+        found = {ino: by for ino, by in found.items() if by}
+        ranked = sorted(found, key=lambda ino: -sum(found[ino].values()))[:limit]
+        return {ino: found[ino] for ino in ranked}
+
     def snapshot(self, ino: int | None = None) -> dict:
         """One file's counters, or (ino None) the sum over all files."""
         with self._lock:

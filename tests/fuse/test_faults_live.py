@@ -175,6 +175,8 @@ def test_cli_fault_commands(fresh_mount, tree, helpers):
     assert dd_page(path, 8) == page_of((tree / FILE).read_bytes(), 8)
     table = helpers.pagerfs("stats", fresh_mount.path).stdout
     assert "pages_failed[BAD_STATE]" in table and "page_requests" in table
+    assert f"/{FILE}: " in table.split("files with failed pages:")[1]
+    assert list(fresh_mount.stats()["failing_files"]) == [f"/{FILE}"]
 
 
 def test_trace_records_packets_supplies_and_fails(fresh_mount):
