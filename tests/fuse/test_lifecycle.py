@@ -69,6 +69,8 @@ def test_mount_without_dev_fuse_is_refused(image, tmp_path, helpers):
     helpers.require_fuse()
     if not shutil.which("unshare"):
         pytest.skip("unshare (util-linux) is missing")
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a private mount namespace here (unshare -m)")
     (tmp_path / "m").mkdir()
     # A private mount namespace whose /dev lacks the fuse device; the host is untouched.
     script = ('mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && '
