@@ -168,6 +168,7 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
                 async def watch() -> None:
                     async for signum in signals:
                         log.info("%s: unmounting", signal.Signals(signum).name)
+                        pager.hurry()  # READs in flight must end for the loop to end
                         pyfuse3.terminate()
                         return
 
@@ -190,7 +191,7 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
         # A clean end unmounts, and so does a failure before anyone was told the mount
         # was ready; a crash of a mount in use leaves it to answer ENOTCONN.
         pyfuse3.close(unmount=clean or not announced)
-        pager.stop()
+        pager.stop(timeout=2.0)
         image.close()
     return 0 if clean else 1
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
+import threading
 
 from pagerfs import zircon as zx
 from pagerfs.pager.faults import Firing, FaultSet, NO_FIRING, page_runs
@@ -89,6 +89,9 @@ class RequestServer:
         self.pager = pager
         self.stats = stats
         self.trace = trace
+        # Set when the mount is going away: delay_ms rules stop delaying, so that no
+        # reader (and no unmount) waits out a slow-pager rule.
+        self.hurry = threading.Event()
 
     def serve(self, aux: int, ino: int, vmo: int, offset: int, length: int,
               faults: FaultSet | None) -> None:
@@ -104,7 +107,7 @@ class RequestServer:
                 req.firing = faults.fire(req.first_page, req.last_page)
                 if req.firing.delay_ms:
                     self.stats.add(ino, delays=1)
-                    time.sleep(req.firing.delay_ms / 1000)
+                    self.hurry.wait(req.firing.delay_ms / 1000)
             req.failed.update(req.firing.fail)
             self._serve_chunks(aux, req, faults)
         except VmoGone:

@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import logging
 import threading
+import time
 
 from pagerfs import zircon as zx
 from pagerfs.pager.faults import FaultRule, FaultSet
@@ -191,13 +192,22 @@ class UserPager:
         finally:
             self.close(packet.key)
 
-    def stop(self) -> None:
+    def hurry(self) -> None:
+        """The mount is going away: cut every delay_ms rule's sleep short."""
+        self.server.hurry.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the threads and close everything. With a timeout, a thread still busy
+        (say, sleeping in a delay_ms rule) is left behind: it finds its handles closed
+        and ends on its own; a daemon about to exit need not wait for it."""
         self._stop.set()
+        self.hurry()
         # Closing a pager VMO queues its COMPLETE packet: one per thread wakes them all.
         for _ in self._threads:
             zx.zx_handle_close(zx.zx_pager_create_vmo(self.pager, 0, self.port, _WAKE_KEY, PAGE))
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join()
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
         with self._lock:
             vmos, self._vmos = self._vmos, {}
         for entry in vmos.values():

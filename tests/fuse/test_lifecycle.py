@@ -196,3 +196,27 @@ def test_umount_of_a_daemon_that_does_not_answer(image, tmp_path, helpers):
         finally:
             os.kill(pid, signal.SIGCONT)
         wait_exit(pid)  # once resumed, it finds its session gone and ends
+
+
+def test_sigterm_does_not_wait_out_a_slow_pager_rule(image, tmp_path, helpers):
+    with helpers.mounted(image, tmp_path / "m", trace=True) as mount:
+        pid = mount.pid
+        path = mount.path / "big.bin"
+        ino = os.stat(path).st_ino
+        subprocess.run(["setfattr", "-n", "user.pagerfs.fault", "-v",
+                        "pages=0-200 error=none delay_ms=60000", str(path)], check=True)
+        reader = subprocess.Popen(["cat", str(path)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while f'"ino": {ino}' not in mount.trace.read_text():  # the pager is asleep
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            os.kill(pid, signal.SIGTERM)
+            wait_exit(pid, timeout=20)  # not the 60 s the rule asks for
+            reader.wait(timeout=20)
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+            reader.wait()
+        assert not os.path.ismount(mount.path)
