@@ -37,6 +37,14 @@ PROBES = ("build", "seq", "walk_random", "memory")
 QUICK = {"big": 64 * MiB, "tree": 2_000, "reads": 300, "rounds": 3}
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGHUP: unwind like Ctrl-C, so that the mounts come down."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def parse_size(text: str) -> int:
     """`512M`, `64MiB`, `1G`, `4096`: a byte count (binary units)."""
     m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
@@ -313,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return replot(args.replot)
 
     def on_signal(signum, frame):
-        raise SystemExit(128 + signum)
+        raise Stopped(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
@@ -383,5 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pagerfs bench: interrupted", file=sys.stderr)
         return 130
+    except Stopped as stop:
+        print(f"pagerfs bench: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return 128 + stop.signum
     finally:
         mounts.cleanup()
