@@ -23,9 +23,9 @@ import stat as statmod
 import tempfile
 import threading
 from collections import deque
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import lz4.block
 
@@ -135,12 +135,12 @@ def scan(source: bytes, warn: Warn, exclude: tuple[int, int] | None = None) -> l
     return nodes
 
 
-@dataclass
-class _Piece:
-    level0: bytes  # fs-verity block hashes of the piece
+class _Piece(NamedTuple):  # a tuple: it crosses a process boundary, cheaply pickled
+    level0: bytes  # fs-verity block hashes of the piece (empty when digest is set)
     chunks: list[tuple[bytes, bytes, int]]  # (sha256, stored bytes, length) of full chunks
     tail: bytes  # the file's short last chunk, if this piece holds it
     tail_key: bytes  # identifies the tail's contents, for deduplication
+    digest: bytes  # the file's fs-verity digest, when the piece is the whole file
 
 
 def _compress(data: bytes | memoryview) -> tuple[bytes, bytes, int]:
@@ -182,7 +182,9 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _P
     if tail:
         nblocks = -(-len(tail) // verity.BLOCK)
         key = len(tail).to_bytes(4, "little") + level0[-32 * nblocks :]
-    return _Piece(level0, chunks, tail, key)
+    if start == 0 and last:  # the whole file: finish its digest here, not in the parent
+        return _Piece(b"", chunks, tail, key, verity.digest_from_level0(level0, length))
+    return _Piece(level0, chunks, tail, key, b"")
 
 
 def _read_batch(items: list[tuple[bytes, int, int, int, bool]]) -> list[_Piece]:
@@ -323,8 +325,11 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
         if node.st.st_size == 0:
             node.digest = verity.fsverity_digest(b"")
             advance(0, 1)
-    with _executor(jobs) as pool:
-        writer = _Writer(out, pool, cs)
+    # Fragments are made of tails the workers already sent here: compressing them in a
+    # thread of this process (lz4 and hashlib release the GIL on 128 KiB) saves
+    # sending every small file's bytes through a pipe twice more.
+    with _executor(jobs) as pool, ThreadPoolExecutor(max_workers=1) as fragments:
+        writer = _Writer(out, fragments, cs)
         level0: list[bytes] = []
         window: deque[tuple[list, int, Future]] = deque()
         inflight = 0
@@ -334,14 +339,17 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
             nodes, nbytes, fut = window.popleft()
             inflight -= nbytes
             for (node, length, last), piece in zip(nodes, fut.result()):
-                level0.append(piece.level0)
                 for digest, stored, clen in piece.chunks:
                     node.chunks.append(writer.chunk(digest, stored, clen))
-                if last:
-                    if piece.tail:
-                        node.chunks.append(writer.tail(piece.tail, piece.tail_key))
-                    node.digest = verity.digest_from_level0(b"".join(level0), node.st.st_size)
-                    level0.clear()
+                if piece.tail:
+                    node.chunks.append(writer.tail(piece.tail, piece.tail_key))
+                if piece.digest:
+                    node.digest = piece.digest
+                else:
+                    level0.append(piece.level0)
+                    if last:
+                        node.digest = verity.digest_from_level0(b"".join(level0), node.st.st_size)
+                        level0.clear()
                 advance(length, 1 if last else 0)
 
         try:
