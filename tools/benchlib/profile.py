@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchlib import measure
+from benchlib.stats import percentile
 from benchlib.systems import PAGERFS, BenchError
 
 RATE = 250  # samples per second per thread
@@ -228,9 +229,10 @@ def native_bucket(line: str) -> str:
     return "other native"
 
 
-def perf_profile(bench, out: Path, stem: str) -> dict | None:
+def perf_profile(bench, out: Path, stem: str, workload: str = "seq") -> dict | None:
     """perf's view (if perf is installed): every CPU cycle of the daemon, C included —
-    what py-spy cannot see (SHA-256, lz4, copies, the kernel's share)."""
+    what py-spy cannot see (SHA-256, lz4, copies, the kernel's share). `workload` is
+    "seq" (one cold sequential read) or "random" (the bench's cold random preads)."""
     perf = shutil.which("perf")
     if not perf:
         return None
@@ -243,7 +245,15 @@ def perf_profile(bench, out: Path, stem: str) -> dict | None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             time.sleep(0.5)
-            n, secs = measure.sequential_read(path)
+            u0, s0 = proc_times(m.pid)
+            if workload == "seq":
+                n, secs = measure.sequential_read(path)
+            else:
+                start = time.perf_counter()
+                lat = measure.random_preads(path, bench.offsets)
+                secs = time.perf_counter() - start
+                n = len(lat) * measure.PAGE
+            u1, s1 = proc_times(m.pid)
         finally:
             rec.send_signal(signal.SIGINT)
             _, err = rec.communicate(timeout=60)
@@ -258,8 +268,13 @@ def perf_profile(bench, out: Path, stem: str) -> dict | None:
             buckets[native_bucket(mm[2])] += float(mm[1])
     if not buckets:
         return None
-    return {"read_s": round(secs, 3), "mbps": round(n / secs / 1e6, 1), "data": str(data),
-            "by_bucket": {k: round(v, 1) for k, v in buckets.most_common()}}
+    result = {"workload": workload, "read_s": round(secs, 3), "mbps": round(n / secs / 1e6, 1),
+              "daemon_user_s": round(u1 - u0, 3), "daemon_sys_s": round(s1 - s0, 3), "data": str(data),
+              "by_bucket": {k: round(v, 1) for k, v in buckets.most_common()}}
+    if workload != "seq":
+        result["p50_us"] = round(percentile(lat, 50), 1)
+        result["cpu_us_per_read"] = round((u1 - u0 + s1 - s0) / len(lat) * 1e6, 1)
+    return result
 
 
 def profile_cold_read(bench, out: Path) -> dict:
@@ -274,12 +289,20 @@ def profile_cold_read(bench, out: Path) -> dict:
     }
     lines = describe("CPU: samples of the thread holding the GIL", results["gil"])
     lines += describe("wall clock: every thread, blocked ones included", results["wall"])
-    native = perf_profile(bench, out, f"profile-{stamp}")
+    native = perf_profile(bench, out, f"profile-{stamp}-seq")
     if native:
         results["perf"] = native
-        lines += [f"== perf: all on-CPU time of the daemon, C and kernel included "
-                  f"(read at {native['mbps']:.0f} MB/s under perf)"]
+        lines += [f"== perf, cold sequential read: all on-CPU time of the daemon, C and kernel included "
+                  f"(read at {native['mbps']:.0f} MB/s under perf; daemon CPU user "
+                  f"{native['daemon_user_s']:.2f} s + sys {native['daemon_sys_s']:.2f} s)"]
         lines += [f"  {v:5.1f}%  {k}" for k, v in native["by_bucket"].items()]
+        lines.append("")
+    rand = perf_profile(bench, out, f"profile-{stamp}-random", "random")
+    if rand:
+        results["perf_random"] = rand
+        lines += [f"== perf, cold random 4 KiB preads ({len(bench.offsets)}): p50 {rand['p50_us']:.0f} µs under perf; "
+                  f"daemon CPU {rand['cpu_us_per_read']:.0f} µs per read"]
+        lines += [f"  {v:5.1f}%  {k}" for k, v in rand["by_bucket"].items()]
         lines.append("")
     lines.append(f"pager stats after the read: {json.dumps(results['wall']['pager_stats'])}")
     summary_path = out / f"profile-{stamp}.txt"
