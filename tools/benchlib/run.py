@@ -23,7 +23,8 @@ from pathlib import Path
 
 from benchlib import datasets, measure, report
 from benchlib.stats import percentile
-from benchlib.systems import LABELS, PAGERFS, SQUASHFS, SYSTEMS, BenchError, Mounts, build_image, pagerfs_cmd
+from benchlib.systems import (LABELS, PAGERFS, SQUASHFS, SYSTEMS, BenchError, Mount, Mounts, build_image,
+                              pagerfs_cmd)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = Path("/var/tmp/pagerfs-bench")
@@ -31,10 +32,10 @@ MiB = 2**20
 
 # Five full rounds, not three: on a shared 2-core machine single rounds swing by 2-3x.
 FULL = {"big": 512 * MiB, "tree": 20_000, "reads": 2000, "rounds": 5}
-WARM_ATTEMPTS = 4
-WARM_READS = 3
-PROBES = ("build", "seq", "walk_random", "memory")
 QUICK = {"big": 64 * MiB, "tree": 2_000, "reads": 300, "rounds": 3}
+PROBES = ("build", "seq", "walk_random", "memory")
+WARM_READS = 3  # re-reads per round; the round's warm figure is their median
+WARM_ATTEMPTS = 4  # tries when another program keeps dropping the caches
 
 
 class Stopped(Exception):
@@ -74,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replot", type=Path, metavar="JSON",
                    help="redraw the table and chart of a saved result (next to it), measure nothing")
     p.add_argument("--profile", action="store_true",
-                   help="afterwards, sample the pagerfs daemon with py-spy during one cold sequential read")
+                   help="afterwards, profile the pagerfs daemon (py-spy, and perf if installed) "
+                        "through cold reads; see docs/BENCHMARKS.md")
     p.add_argument("--profile-only", action="store_true", help="only the profile (builds the image if missing)")
     args = p.parse_args(argv)
     if args.profile_only:
@@ -164,9 +166,21 @@ def versions() -> dict:
             return ((p.stdout or p.stderr).strip().splitlines() or [""])[0]
         except OSError:
             return ""
+    def deb(package: str) -> str:
+        return out(["dpkg-query", "-W", "-f=${Version}", package])
+
     dirty = out(["git", "status", "--porcelain", "--", "pagerfs"]) != ""
     return {"pagerfs_commit": out(["git", "rev-parse", "--short", "HEAD"]) + ("+dirty" if dirty else ""),
-            "mksquashfs": out(["mksquashfs", "-version"]), "squashfuse": out(["squashfuse_ll", "--version"])}
+            "squashfs-tools": deb("squashfs-tools"), "squashfuse": deb("squashfuse"), "fuse3": deb("fuse3"),
+            "pyfuse3": _dist_version("pyfuse3"), "lz4": _dist_version("lz4")}
+
+
+def _dist_version(name: str) -> str:
+    from importlib import metadata
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 class Bench:
@@ -189,7 +203,7 @@ class Bench:
         self.samples[system].setdefault(key, []).append(value)
         log(f"  {LABELS[system]:<14} {key:<14} {shown}")
 
-    def mount(self, system: str, budget: int | None = None):
+    def mount(self, system: str, budget: int | None = None) -> Mount:
         return self.mounts.mount(system, self.images[system], self.mnts[system],
                                  budget if system == PAGERFS else None,
                                  tuple(self.args.mount_opt) if system == PAGERFS else ())
