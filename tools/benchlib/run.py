@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mkimage-opt", action="append", default=[], help="extra argument for `pagerfs mkimage` (repeatable)")
     p.add_argument("--mount-opt", action="append", default=[],
                    help="extra -o option for `pagerfs mount`, e.g. pager_threads=2 (repeatable)")
+    p.add_argument("--read-ahead-kb", type=int, metavar="KIB",
+                   help="set both mounts' readahead window (sysfs read_ahead_kb; the kernel's default is 128)")
     p.add_argument("--only", default=",".join(PROBES),
                    help=f"comma-separated subset of the probes: {','.join(PROBES)} (default: all)")
     p.add_argument("--replot", type=Path, metavar="JSON",
@@ -206,7 +208,8 @@ class Bench:
     def mount(self, system: str, budget: int | None = None) -> Mount:
         return self.mounts.mount(system, self.images[system], self.mnts[system],
                                  budget if system == PAGERFS else None,
-                                 tuple(self.args.mount_opt) if system == PAGERFS else ())
+                                 tuple(self.args.mount_opt) if system == PAGERFS else (),
+                                 self.args.read_ahead_kb)
 
     def build(self, system: str, record: bool = True) -> None:
         img = self.images[system]
@@ -370,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                        "tree_files": args.tree_files, "random_reads": args.random_reads,
                        "page_budget": args.page_budget, "seed": args.seed, "tar_roots": list(args.tar_root),
                        "mkimage_opts": args.mkimage_opt, "mount_opts": args.mount_opt, "probes": list(args.only),
+                       "read_ahead_kb": args.read_ahead_kb,
                        "systems": list(args.systems)},
             "dataset": {"name": ds.spec.name, "big_sha256": ds.big_sha256, "tree_digest": ds.tree_digest,
                         "tree_entries": ds.tree_entries},

@@ -102,6 +102,18 @@ def peak_rss_bytes(pid: int) -> int:
     raise BenchError(f"no VmHWM for pid {pid}")
 
 
+def set_read_ahead(mnt: Path, kib: int) -> None:
+    """Sets the Linux readahead window of the mount's backing device (the bdi of a FUSE
+    connection, 128 KiB by default): how many bytes of READs a sequential reader keeps
+    in flight."""
+    dev = os.stat(mnt).st_dev
+    path = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    try:
+        path.write_text(f"{kib}\n")
+    except OSError as err:
+        raise BenchError(f"cannot set {path}: {err.strerror}") from None
+
+
 def is_mounted(mnt: Path) -> bool:
     target = os.path.realpath(mnt)
     with open("/proc/self/mounts") as f:
@@ -125,7 +137,7 @@ class Mounts:
     live: dict[Path, Mount] = field(default_factory=dict)
 
     def mount(self, system: str, image: Path, mnt: Path, page_budget: int | None = None,
-              extra: tuple[str, ...] = ()) -> Mount:
+              extra: tuple[str, ...] = (), read_ahead_kib: int | None = None) -> Mount:
         mnt.mkdir(parents=True, exist_ok=True)
         if is_mounted(mnt):
             force_unmount(mnt)
@@ -142,6 +154,8 @@ class Mounts:
             raise BenchError(f"{LABELS[system]}: expected one daemon serving {mnt}, found {pids or 'none'}")
         m = Mount(system, mnt, pids[0])
         self.live[mnt] = m
+        if read_ahead_kib is not None:
+            set_read_ahead(mnt, read_ahead_kib)
         return m
 
     def unmount(self, m: Mount) -> None:
