@@ -16,7 +16,7 @@ import stat as statmod
 import sys
 import time
 
-from pagerfs.cli.common import EXIT_DAMAGE, EXIT_OK, EXIT_UNUSABLE, CommandError, Progress
+from pagerfs.cli.common import EXIT_DAMAGE, EXIT_OK, CommandError, Progress
 from pagerfs.store import (DEFAULT_CHUNK_SIZE, BuildError, FormatError, Image, Kind,
                            StoreError, build_image, corrupt, scrub)
 from pagerfs.store.errors import show
