@@ -172,9 +172,15 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _P
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     mv = memoryview(data)
     whole = length - length % cs if last else length
-    chunks = [_compress(mv[o : o + cs]) for o in range(0, whole, cs)]
+    # Chunk by chunk, each hashed twice and compressed while it is still in cache.
+    chunks, hashes = [], []
+    for o in range(0, whole, cs):
+        chunk = mv[o : o + cs]
+        chunks.append(_compress(chunk))
+        hashes.append(verity.block_hashes(chunk))
     tail = bytes(mv[whole:])
-    level0 = verity.block_hashes(mv)
+    hashes.append(verity.block_hashes(tail))
+    level0 = b"".join(hashes)
     # The tail starts on a 4 KiB boundary, so its fs-verity block hashes, with its
     # length (zero padding makes "a" and "a\0" hash alike), identify it: tails are
     # deduplicated without hashing their bytes a third time.
