@@ -282,3 +282,36 @@ def test_samples_are_split_by_what_the_innermost_frame_does(tmp_path):
                                  ("pager-2", at("pagerfs/store/r.py", 2), 1)], roots)
     assert summary["samples"] == 4
     assert summary["by_thread"] == {"pager": {"store: lz4 decompress": 3, "store: SHA-256 verify": 1}}
+
+
+# ------------------------------------------------------------------ the commands both sides run
+
+
+def test_both_images_are_built_the_way_the_issue_fixes():
+    from benchlib import systems
+    src, img = Path("/s"), Path("/i.img")
+    sq = systems.build_command(SQUASHFS, src, img)
+    assert sq[:3] == ["mksquashfs", "/s", "/i.img"]
+    assert sq[sq.index("-comp") + 1] == "lz4" and "-noappend" in sq
+    pf = systems.build_command(PAGERFS, src, img, ("--chunk-size=65536",))
+    assert pf[-4:] == ["mkimage", "--chunk-size=65536", "/s", "/i.img"]
+    mount = systems.mount_command(PAGERFS, img, Path("/m"), 128 * MiB, ("pager_threads=2",))
+    assert mount[-7:] == ["mount", "-o", f"page_budget={128 * MiB}", "-o", "pager_threads=2", "/i.img", "/m"]
+    assert systems.mount_command(SQUASHFS, img, Path("/m")) == ["squashfuse_ll", "/i.img", "/m"]
+
+
+def test_daemon_is_found_by_the_mountpoint_in_its_command_line(tmp_path):
+    import subprocess
+    from benchlib import systems
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", str(mnt)],
+                             stdin=subprocess.PIPE)
+    try:
+        assert systems.daemon_pids(mnt) == [child.pid]
+        assert systems.daemon_pids(tmp_path) == []
+        assert systems.peak_rss_bytes(child.pid) > 1 << 20  # an interpreter is > 1 MiB
+    finally:
+        child.stdin.close()
+        child.wait()
+    assert systems.daemon_pids(mnt) == []
