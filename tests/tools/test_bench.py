@@ -315,3 +315,25 @@ def test_daemon_is_found_by_the_mountpoint_in_its_command_line(tmp_path):
         child.stdin.close()
         child.wait()
     assert systems.daemon_pids(mnt) == []
+
+
+def test_hops_cut_each_missing_read_at_its_stamps_and_skip_hits():
+    from benchlib import hops
+    S = hops.SEQUENCE
+    events = [(1010, S[0]), (1020, S[1]), (1030, "page request queued on the port"), (1100, S[-2]),
+              (1150, S[-1]),  # a miss inside the window (1000, 1200)
+              (2010, S[0]), (2050, S[-1])]  # a hit: no page request
+    out = hops.split(events, [(1000, 1200), (2000, 2100)])
+    assert out["total"] == [0.2]  # only the miss, in µs
+    assert out[f"client pread() → {S[0]}"] == [0.01]
+    assert out[f"{S[1]} → page request queued on the port"] == [0.01]
+    assert out[f"{S[-1]} → client pread() returns"] == [0.05]
+
+
+def test_hops_wrappers_stamp_around_the_real_call():
+    from benchlib import hops
+    hops._events.clear()
+    wrapped = hops._stamped(lambda x: x * 2, "in", "out")
+    assert wrapped(21) == 42
+    assert [n for _, n in hops._events] == ["in", "out"]
+    hops._events.clear()

@@ -304,6 +304,9 @@ def profile_cold_read(bench, out: Path) -> dict:
                   f"daemon CPU {rand['cpu_us_per_read']:.0f} µs per read"]
         lines += [f"  {v:5.1f}%  {k}" for k, v in rand["by_bucket"].items()]
         lines.append("")
+    from benchlib import hops
+    results["hops"] = hops.measure_hops(bench.images[PAGERFS], bench.mnts[PAGERFS], bench.offsets, out)
+    lines += hops.describe(results["hops"])
     lines.append(f"pager stats after the read: {json.dumps(results['wall']['pager_stats'])}")
     summary_path = out / f"profile-{stamp}.txt"
     summary_path.write_text("\n".join(lines) + "\n")
