@@ -148,6 +148,8 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
     fs = FileSystem(image, pager, image_bytes=os.path.getsize(image_path))
     # libfuse splits options at commas; a backslash keeps one literal.
     fsname = os.path.abspath(image_path).replace("\\", "\\\\").replace(",", "\\,")
+    # Not "ro": the VFS refuses setxattr on a read-only mount (EROFS), and setxattr is
+    # the fault-injection channel. Writes are refused by the handlers instead (EROFS).
     fuse_options = {"fsname=" + fsname, "subtype=pagerfs",
                     "default_permissions", *options.fuse_options}
     if options.allow_other:
