@@ -305,9 +305,12 @@ def test_daemon_is_found_by_the_mountpoint_in_its_command_line(tmp_path):
     from benchlib import systems
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", str(mnt)],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()", str(mnt)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        # Until the child has exec'd, its /proc cmdline is still pytest's.
+        assert child.stdout.readline() == b"up\n"
         assert systems.daemon_pids(mnt) == [child.pid]
         assert systems.daemon_pids(tmp_path) == []
         assert systems.peak_rss_bytes(child.pid) > 1 << 20  # an interpreter is > 1 MiB
