@@ -317,6 +317,7 @@ def test_daemon_is_found_by_the_mountpoint_in_its_command_line(tmp_path):
     finally:
         child.stdin.close()
         child.wait()
+        child.stdout.close()
     assert systems.daemon_pids(mnt) == []
 
 
