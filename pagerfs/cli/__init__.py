@@ -1,7 +1,7 @@
 """The `pagerfs` command: one argparse front end, subcommands defined beside it.
 
-Exit statuses (all subcommands): 0 success; 1 damage found (verify, cat, corrupt
-reports); 2 bad usage, or an image, mountpoint or dependency that cannot be used.
+Exit statuses (all subcommands): 0 success (`corrupt` included: it damaged what was
+asked); 1 damage found (verify, cat); 2 bad usage, or an image, mountpoint or dependency that cannot be used.
 Every failure is one line on stderr, `pagerfs: ...`, never a traceback.
 """
 
