@@ -2,11 +2,13 @@
 
 The tree is scanned first (sorted by name, breadth first, so inode numbers and the
 layout depend only on the tree). File data is then cut into pieces that worker
-processes read, hash (fs-verity level 0 and per-chunk SHA-256) and compress. Processes,
-not threads: fs-verity hashes every 4 KiB block separately, and hashlib's GIL release
-and re-acquire per 4 KiB call makes two threads slower than one (measured: 2.6x slower
-for two threads hashing 4 KiB blocks, no loss at 128 KiB). Results are consumed in
-submission order, so the image is the same byte for byte whatever --jobs is.
+threads read, hash (fs-verity level 0 and per-chunk SHA-256) and compress. Threads, not
+processes: pread, lz4 and hashlib all release the GIL, and with worker processes the
+cost of pickling every compressed chunk back to the parent and unpickling it there
+(about a quarter of the CPU time) outweighed what the GIL costs threads (measured on
+455 MB of /usr/lib, 2 cores: 1.23 s with two threads against 1.30-1.45 s with two
+processes; see docs/BENCHMARKS.md). Results are consumed in submission order, so the
+image is the same byte for byte whatever --jobs is.
 
 Space is saved the way mksquashfs saves it: identical chunks are stored once (so
 identical files and runs of zeros cost one block), and the short last chunk of every
@@ -16,14 +18,11 @@ file ("tail") is packed with others into shared fragment blocks.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
-import signal
 import stat as statmod
 import tempfile
-import threading
 from collections import deque
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -135,7 +134,7 @@ def scan(source: bytes, warn: Warn, exclude: tuple[int, int] | None = None) -> l
     return nodes
 
 
-class _Piece(NamedTuple):  # a tuple: it crosses a process boundary, cheaply pickled
+class _Piece(NamedTuple):
     level0: bytes  # fs-verity block hashes of the piece (empty when digest is set)
     chunks: list[tuple[bytes, bytes, int]]  # (sha256, stored bytes, length) of full chunks
     tail: bytes  # the file's short last chunk, if this piece holds it
@@ -209,39 +208,10 @@ class _InlineExecutor(Executor):
         return fut
 
 
-_STOP = {signal.SIGINT, signal.SIGTERM}
-
-
-def _worker_init() -> None:
-    # Ctrl-C reaches the whole process group: the parent stops the build and shuts
-    # the pool down; workers must not die mid-task and leave it hanging.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
-
-
 def _executor(jobs: int) -> Executor:
-    # Workers are forked: cheap, and nothing is re-imported. Forking a process that
-    # runs other threads is unsafe, and spawn or forkserver would re-run the caller's
-    # __main__; a caller with threads (a test, a daemon) gets a build in its own process.
-    if jobs <= 1 or threading.active_count() > 1:
-        return _InlineExecutor()
-    # A stop signal while the workers are being started would leave a half-made pool
-    # whose workers the interpreter then waits for forever; hold it until they run.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
-    try:
-        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
-                                   mp_context=multiprocessing.get_context("fork"))
-        pool.submit(int).result()  # starts every worker now
-    except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        raise
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a held signal is raised here
-    except BaseException:
-        pool.shutdown(cancel_futures=True)
-        raise
-    return pool
+    # Ctrl-C raises KeyboardInterrupt in the calling thread; leaving the pool waits only
+    # for the batches already running (a few MB), the rest are cancelled.
+    return _InlineExecutor() if jobs <= 1 else ThreadPoolExecutor(max_workers=jobs)
 
 
 class _Writer:
@@ -331,9 +301,8 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
         if node.st.st_size == 0:
             node.digest = verity.fsverity_digest(b"")
             advance(0, 1)
-    # Fragments are made of tails the workers already sent here: compressing them in a
-    # thread of this process (lz4 and hashlib release the GIL on 128 KiB) saves
-    # sending every small file's bytes through a pipe twice more.
+    # Fragments are compressed in a thread of their own so that the workers' batches,
+    # queued first, do not hold them up.
     with _executor(jobs) as pool, ThreadPoolExecutor(max_workers=1) as fragments:
         writer = _Writer(out, fragments, cs)
         level0: list[bytes] = []
