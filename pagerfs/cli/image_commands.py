@@ -56,7 +56,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--chunk-size", type=_size, default=DEFAULT_CHUNK_SIZE,
                    help=f"bytes per chunk, a power of two >= 4K (default {DEFAULT_CHUNK_SIZE >> 10}K)")
     p.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1,
-                   help="worker processes that read, hash and compress (default: all cores)")
+                   help="worker threads that read, hash and compress (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(run=run_mkimage)
 
