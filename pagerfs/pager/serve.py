@@ -11,6 +11,15 @@ page-precise at the host).
 Pages of a covering chunk that lie outside the request are supplied too (read-ahead to
 chunk boundaries: the chunk had to be decompressed anyway), unless a fault rule could
 still fire on them, so that a rule always acts on the request that really asks.
+
+Sequential read-ahead, as blobfs does: a request that continues a stream on a file
+(it starts where the last one or its read-ahead left off, or at page 0) also plans the
+next READ_AHEAD bytes of chunks; they are handed to a read-ahead thread, so that
+decompressing and verifying chunk k+1 runs on another core while the reader copies
+chunk k, and later reads find their pages present without a packet round trip.
+Read-ahead is best effort: it skips chunks on which a fault rule could still fire and
+chunks the store cannot give, and never fails a page — a real request will ask for
+them again and get the real answer.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from pagerfs import zircon as zx
 from pagerfs.pager.faults import Firing, FaultSet, NO_FIRING, page_runs
@@ -36,6 +46,29 @@ STATUS = {
     "IO_DATA_INTEGRITY": zx.ZX_ERR_IO_DATA_INTEGRITY,
     "BAD_STATE": zx.ZX_ERR_BAD_STATE,
 }
+
+DEFAULT_READ_AHEAD = 2 * 2**20  # bytes past a sequential request, whole chunks
+
+
+@dataclasses.dataclass
+class _Stream:
+    """Where the last request on a file began and how far read-ahead has been planned."""
+
+    first_page: int
+    ahead_end: int  # page, exclusive
+
+
+class _Claim:
+    """A chunk handed to read-ahead. A request that needs it before read-ahead starts on
+    it takes it back; one that needs it while read-ahead is reading it waits for the
+    bytes instead of decompressing and verifying the chunk a second time."""
+
+    __slots__ = ("started", "done", "data")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.done = threading.Event()
+        self.data: bytes | None = None
 
 
 @dataclasses.dataclass
@@ -92,6 +125,12 @@ class RequestServer:
         # Set when the mount is going away: delay_ms rules stop delaying, so that no
         # reader (and no unmount) waits out a slow-pager rule.
         self.hurry = threading.Event()
+        self.read_ahead = DEFAULT_READ_AHEAD
+        # Set by the owner: takes (ino, chunk indices) to read ahead on another thread.
+        self.schedule: Callable[[int, range], None] | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._streams_lock = threading.Lock()
+        self._claims: dict[tuple[int, int], _Claim] = {}
 
     def serve(self, aux: int, ino: int, vmo: int, offset: int, length: int,
               faults: FaultSet | None) -> None:
@@ -109,7 +148,13 @@ class RequestServer:
                     self.stats.add(ino, delays=1)
                     self.hurry.wait(req.firing.delay_ms / 1000)
             req.failed.update(req.firing.fail)
+            if not faults and not req.failed and not req.firing.corrupt:
+                if self._serve_plain(aux, req):
+                    self._plan_ahead(req)
+                    return
             self._serve_chunks(aux, req, faults)
+            if not req.failed:
+                self._plan_ahead(req)
         except VmoGone:
             return
         except Exception:
@@ -124,6 +169,119 @@ class RequestServer:
                       ino, len(leftover))
             req.fail(leftover, "BAD_STATE")
         self._fail_pages(req)
+
+    def _serve_plain(self, aux: int, req: Request) -> bool:
+        """The common case, no fault rule on the file: whole chunks, page ranges only.
+
+        False if some chunk could not be read; the pages supplied so far are noted in
+        req.supplied and the general path then serves (and fails) the rest.
+        """
+        img = self.image
+        npages = req.last_page - req.first_page + 1
+        for index in img.chunk_range(req.ino, req.first_page, npages):
+            first, count = img.chunk_pages(req.ino, index)
+            try:
+                data, fresh = self._chunk(req.ino, index)
+            except (IntegrityError, StoreIOError):
+                return False
+            if fresh:
+                self.stats.add(req.ino, chunks_read=1, bytes_read_from_image=len(data))
+            self._supply_run(aux, req, first, data, first, count, count=fresh)
+            req.supplied.update(range(max(first, req.first_page),
+                                      min(first + count, req.last_page + 1)))
+        return True
+
+    def _plan_ahead(self, req: Request) -> None:
+        """If the request continues a sequential stream, hand the next chunks to the
+        read-ahead thread."""
+        if self.schedule is None or self.read_ahead <= 0:
+            return
+        img = self.image
+        ppc = img.chunk_size // PAGE
+        end = -(-(req.last_page + 1) // ppc) * ppc  # the chunk boundary served up to
+        with self._streams_lock:
+            st = self._streams.get(req.ino)
+            if st is not None and st.first_page <= req.first_page <= st.ahead_end:
+                start = max(end, st.ahead_end)
+            elif req.first_page == 0:
+                start = end
+            else:
+                self._streams[req.ino] = _Stream(req.first_page, end)
+                return
+            behind = req.first_page // ppc
+            for key in [k for k, c in self._claims.items()
+                        if k[0] == req.ino and k[1] < behind and c.done.is_set()]:
+                del self._claims[key]
+            stop = min(end + max(self.read_ahead // PAGE, ppc), req.file_pages)
+            self._streams[req.ino] = _Stream(req.first_page, max(stop, start))
+            if stop <= start:
+                return
+            indices = img.chunk_range(req.ino, start, stop - start)
+            for index in indices:
+                self._claims.setdefault((req.ino, index), _Claim())
+        self.schedule(req.ino, indices)
+
+    def _chunk(self, ino: int, index: int) -> tuple[bytes, bool]:
+        """The verified bytes of a chunk a request needs, shared with read-ahead, and
+        whether they were read for this request (False: read-ahead read and supplied
+        them already; supplying them again only fills pages evicted since)."""
+        key = (ino, index)
+        with self._streams_lock:
+            claim = self._claims.get(key)
+            if claim is not None and (not claim.started or claim.done.is_set()):
+                del self._claims[key]  # ours now; read-ahead will skip it
+                if not claim.started:
+                    claim = None
+        if claim is not None:
+            claim.done.wait()
+            if claim.data is not None:
+                return claim.data, False
+        return self.image.read_chunk(ino, index), True
+
+    def forget(self, ino: int) -> None:
+        """The file's VMO is gone: its stream starts afresh next time."""
+        with self._streams_lock:
+            self._streams.pop(ino, None)
+            for key in [k for k in self._claims if k[0] == ino]:
+                claim = self._claims.pop(key)
+                claim.started = True  # nobody reads it now; waiters read for themselves
+                claim.done.set()
+
+    def serve_ahead(self, aux: int, ino: int, vmo: int, indices: range,
+                    faults: FaultSet | None) -> None:
+        """Supply whole chunks nobody has asked for yet; best effort, never fails a page."""
+        img = self.image
+        for index in indices:
+            key = (ino, index)
+            with self._streams_lock:
+                claim = self._claims.get(key)
+                if claim is None or claim.started:
+                    continue  # a request took it back (or it was forgotten)
+                claim.started = True
+            try:
+                if self.hurry.is_set():
+                    continue
+                first, count = img.chunk_pages(ino, index)
+                if faults and faults.guarded(first, first + count - 1):
+                    continue  # a rule must act on the request that really asks
+                try:
+                    data = img.read_chunk(ino, index)
+                except (IntegrityError, StoreIOError):
+                    continue  # the real request will meet the damage and fail its pages
+                self.stats.add(ino, chunks_read=1, bytes_read_from_image=len(data))
+                claim.data = data
+                try:
+                    self._supply_run(aux, None, first, data, first, count, ino=ino, vmo=vmo)
+                except VmoGone:
+                    return
+            finally:
+                # A done claim stays (with its bytes) until a request takes it or the
+                # stream moves past it: a request raised just before the supply landed
+                # then need not read the chunk again.
+                with self._streams_lock:
+                    if claim.data is None and self._claims.get(key) is claim:
+                        del self._claims[key]
+                claim.done.set()
 
     def _serve_chunks(self, aux: int, req: Request, faults: FaultSet | None) -> None:
         img = self.image
@@ -177,7 +335,7 @@ class RequestServer:
             if not need_data:
                 return None, bad
         try:
-            data = img.read_chunk(req.ino, index)
+            data, fresh = self._chunk(req.ino, index)
         except IntegrityError as err:
             bad.setdefault("IO_DATA_INTEGRITY", set()).update(
                 set(range(err.first_page, err.last_page + 1)) & chunk_pages or chunk_pages)
@@ -186,26 +344,38 @@ class RequestServer:
             bad.setdefault("IO", set()).update(
                 set(range(err.first_page, err.last_page + 1)) & chunk_pages or chunk_pages)
             return None, bad
-        self.stats.add(req.ino, chunks_read=1, bytes_read_from_image=len(data))
+        if fresh:
+            self.stats.add(req.ino, chunks_read=1, bytes_read_from_image=len(data))
         return data, bad
 
     def _supply(self, aux: int, req: Request, first: int, data: bytes, pages: list[int]) -> None:
         for run_first, run_count in page_runs(pages):
-            start = (run_first - first) * PAGE
-            piece = data[start:start + run_count * PAGE]
-            try:
-                # The aux range reads as zeros after each supply, so a short last page
-                # needs no padding.
-                zx.zx_vmo_write(aux, piece, start)
-                zx.zx_pager_supply_pages(self.pager, req.vmo, run_first * PAGE,
-                                         run_count * PAGE, aux, start)
-            except zx.ZxError as err:
-                if err.status in (zx.ZX_ERR_BAD_STATE, zx.ZX_ERR_BAD_HANDLE):
-                    raise VmoGone() from err
-                raise
+            self._supply_run(aux, req, first, data, run_first, run_count)
             req.supplied.update(range(run_first, run_first + run_count))
-            self.stats.add(req.ino, pages_supplied=run_count)
-            self.trace.event("supply", ino=req.ino, offset=run_first * PAGE,
+
+    def _supply_run(self, aux: int, req: Request | None, first: int, data: bytes,
+                    run_first: int, run_count: int, ino: int = 0, vmo: int = 0,
+                    count: bool = True) -> None:
+        """Supply pages [run_first, +run_count) of the chunk starting at page `first`."""
+        if req is not None:
+            ino, vmo = req.ino, req.vmo
+        start = (run_first - first) * PAGE
+        # A view, not a slice: the bytes are copied once, into the aux VMO.
+        piece = memoryview(data)[start:start + run_count * PAGE]
+        try:
+            # The aux range reads as zeros after each supply, so a short last page
+            # needs no padding.
+            zx.zx_vmo_write(aux, piece, start)
+            zx.zx_pager_supply_pages(self.pager, vmo, run_first * PAGE,
+                                     run_count * PAGE, aux, start)
+        except zx.ZxError as err:
+            if err.status in (zx.ZX_ERR_BAD_STATE, zx.ZX_ERR_BAD_HANDLE):
+                raise VmoGone() from err
+            raise
+        if count:
+            self.stats.add(ino, pages_supplied=run_count)
+        if self.trace.enabled:
+            self.trace.event("supply", ino=ino, offset=run_first * PAGE,
                              length=run_count * PAGE)
 
     def _fail_pages(self, req: Request) -> None:

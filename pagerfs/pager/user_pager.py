@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import queue
 import threading
 import time
 
@@ -28,7 +29,6 @@ DEFAULT_BUDGET = 256 * 2**20
 # Below this, one 256 KiB FUSE read per blocked worker could evict its own first pages
 # before its last ones arrive, and readers would chase each other forever.
 MIN_BUDGET = 16 * 2**20
-_POLL_NS = 1_000_000_000  # a fallback: stop() wakes the threads with packets
 _WAKE_KEY = 0  # no inode is 0: a COMPLETE packet with this key only wakes a thread
 
 
@@ -40,7 +40,8 @@ class _OpenVmo:
 
 class UserPager:
     def __init__(self, image, *, threads: int = DEFAULT_THREADS,
-                 budget: int | None = DEFAULT_BUDGET, trace: Trace | None = None):
+                 budget: int | None = DEFAULT_BUDGET, trace: Trace | None = None,
+                 read_ahead: int | None = None):
         if budget is not None and budget < MIN_BUDGET:
             raise ValueError(f"a page budget below {MIN_BUDGET // 2**20} MiB cannot work")
         self.image = image
@@ -50,6 +51,12 @@ class UserPager:
         self.pager = zx.zx_pager_create(0)
         self.port = zx.zx_port_create(0)
         self.server = RequestServer(image, self.pager, self.stats, self.trace)
+        if read_ahead is not None:
+            self.server.read_ahead = read_ahead
+        # Sequential read-ahead runs on a thread of its own, so that the pager threads
+        # stay free for the requests readers are blocked on.
+        self._ahead: queue.SimpleQueue = queue.SimpleQueue()
+        self.server.schedule = lambda ino, indices: self._ahead.put((ino, indices))
         self._lock = threading.Lock()
         self._vmos: dict[int, _OpenVmo] = {}
         self._faults: dict[int, FaultSet] = collections.defaultdict(FaultSet)
@@ -59,6 +66,8 @@ class UserPager:
             threading.Thread(target=self._run, name=f"pager-{i}", daemon=True)
             for i in range(threads)
         ]
+        self._threads.append(threading.Thread(target=self._run_ahead, name="pager-ahead",
+                                              daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -82,6 +91,7 @@ class UserPager:
             if entry.refs:
                 return
             del self._vmos[ino]
+        self.server.forget(ino)
         zx.zx_handle_close(entry.handle)
 
     def _hold(self, ino: int) -> int | None:
@@ -154,10 +164,9 @@ class UserPager:
         try:
             while not self._stop.is_set():
                 try:
-                    packet = zx.zx_port_wait(self.port, zx.zx_deadline_after(_POLL_NS))
+                    # Untimed: stop() wakes every thread with a packet.
+                    packet = zx.zx_port_wait(self.port, zx.ZX_TIME_INFINITE)
                 except zx.ZxError as err:
-                    if err.status == zx.ZX_ERR_TIMED_OUT:
-                        continue
                     if self._stop.is_set():
                         return
                     log.error("zx_port_wait failed: %s", err)
@@ -168,6 +177,30 @@ class UserPager:
                     self._handle(aux, packet)
                 except Exception:  # a pager thread must outlive any one request
                     log.exception("pager thread: unexpected error")
+        finally:
+            zx.zx_handle_close(aux)
+
+    def _run_ahead(self) -> None:
+        aux = zx.zx_vmo_create(self.image.chunk_size, 0)
+        try:
+            while True:
+                job = self._ahead.get()
+                if job is None or self._stop.is_set():
+                    return
+                ino, indices = job
+                handle = self._hold(ino)
+                if handle is None:
+                    continue  # closed meanwhile
+                try:
+                    faults = self._faultset(ino)
+                    # Rule changes wait for read-ahead as for requests: a rule armed
+                    # after this sees its pages evicted, one armed before is guarded.
+                    with faults.serving():
+                        self.server.serve_ahead(aux, ino, handle, indices, faults)
+                except Exception:
+                    log.exception("read-ahead thread: unexpected error")
+                finally:
+                    self.close(ino)
         finally:
             zx.zx_handle_close(aux)
 
@@ -205,6 +238,7 @@ class UserPager:
         # Closing a pager VMO queues its COMPLETE packet: one per thread wakes them all.
         for _ in self._threads:
             zx.zx_handle_close(zx.zx_pager_create_vmo(self.pager, 0, self.port, _WAKE_KEY, PAGE))
+        self._ahead.put(None)
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
