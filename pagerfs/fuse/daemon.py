@@ -12,6 +12,7 @@ than an empty directory standing in for the image; `pagerfs umount` clears it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import logging.handlers
 import os
@@ -34,6 +35,12 @@ class MountOptions:
     allow_other: bool = False
     page_budget: int | None = 256 * 2**20
     pager_threads: int = 4
+    # The pager's sequential read-ahead, bytes (0: none).
+    read_ahead: int = 2 * 2**20
+    # The kernel's read-ahead window on this mount (its BDI's read_ahead_kb): with the
+    # default 128 KiB only one READ is in flight; a wider window keeps several going.
+    # 0 leaves the kernel's own.
+    read_ahead_kb: int = 1024
     fuse_options: tuple[str, ...] = ()
 
 
@@ -75,6 +82,15 @@ def parse_options(texts: list[str]) -> MountOptions:
                 if not value.isdigit() or not 1 <= int(value) <= 64:
                     raise MountError(f"pager_threads={value}: expected 1 to 64")
                 fields["pager_threads"] = int(value)
+            elif key == "read_ahead" and sep:
+                ahead = parse_size(value)
+                if ahead > 64 * 2**20:
+                    raise MountError(f"read_ahead={value}: at most 64M")
+                fields["read_ahead"] = ahead
+            elif key == "read_ahead_kb" and sep:
+                if not value.isdigit() or not 0 <= int(value) <= 65536:
+                    raise MountError(f"read_ahead_kb={value}: expected 0 to 65536")
+                fields["read_ahead_kb"] = int(value)
             elif key in _PASSTHROUGH and not sep:
                 passthrough.append(key)
             elif key in ("ro", "rw"):
@@ -82,6 +98,23 @@ def parse_options(texts: list[str]) -> MountOptions:
             else:
                 raise MountError(f"unknown mount option {item!r}")
     return MountOptions(fuse_options=tuple(passthrough), **fields)
+
+
+def set_read_ahead_kb(mountpoint: str, kib: int) -> bool:
+    """Widen the kernel's read-ahead window on our own mount, best effort (it needs
+    root; without it the mount works with the kernel's default)."""
+    # Called once the FUSE loop runs: the stat is answered only after the kernel has
+    # taken our INIT reply, which sets the window from max_readahead (so setting it any
+    # earlier would be undone).
+    try:
+        st_dev = os.stat(mountpoint).st_dev
+        dev = f"{os.major(st_dev)}:{os.minor(st_dev)}"
+        with open(f"/sys/class/bdi/{dev}/read_ahead_kb", "w") as f:
+            f.write(str(kib))
+        return True
+    except OSError as err:
+        log.info("read_ahead_kb=%d not set: %s", kib, err)
+        return False
 
 
 def preflight(mountpoint: str) -> None:
@@ -140,7 +173,7 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
 
     try:
         pager = UserPager(image, threads=options.pager_threads, budget=options.page_budget,
-                          trace=Trace.open(trace_path))
+                          trace=Trace.open(trace_path), read_ahead=options.read_ahead)
     except Exception as err:
         image.close()
         ready(f"cannot start: {err}")
@@ -175,6 +208,10 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
                         return
 
                 nursery.start_soon(watch)
+                if options.read_ahead_kb:
+                    nursery.start_soon(functools.partial(
+                        trio.to_thread.run_sync, set_read_ahead_kb, mountpoint,
+                        options.read_ahead_kb, abandon_on_cancel=True))
                 announced.append(True)
                 ready(None)
                 await pyfuse3.main()
