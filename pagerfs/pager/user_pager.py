@@ -56,7 +56,9 @@ class UserPager:
         # Sequential read-ahead runs on a thread of its own, so that the pager threads
         # stay free for the requests readers are blocked on.
         self._ahead: queue.SimpleQueue = queue.SimpleQueue()
-        self.server.schedule = lambda ino, indices: self._ahead.put((ino, indices))
+        self._ahead_pending = 0
+        self._ahead_idle = threading.Condition()
+        self.server.schedule = self._schedule_ahead
         self._lock = threading.Lock()
         self._vmos: dict[int, _OpenVmo] = {}
         self._faults: dict[int, FaultSet] = collections.defaultdict(FaultSet)
@@ -180,6 +182,16 @@ class UserPager:
         finally:
             zx.zx_handle_close(aux)
 
+    def _schedule_ahead(self, ino: int, indices: range) -> None:
+        with self._ahead_idle:
+            self._ahead_pending += 1
+        self._ahead.put((ino, indices))
+
+    def wait_read_ahead(self, timeout: float | None = None) -> bool:
+        """Wait until no read-ahead is queued or running (for tests and diagnostics)."""
+        with self._ahead_idle:
+            return self._ahead_idle.wait_for(lambda: not self._ahead_pending, timeout)
+
     def _run_ahead(self) -> None:
         aux = zx.zx_vmo_create(self.image.chunk_size, 0)
         try:
@@ -187,22 +199,29 @@ class UserPager:
                 job = self._ahead.get()
                 if job is None or self._stop.is_set():
                     return
-                ino, indices = job
-                handle = self._hold(ino)
-                if handle is None:
-                    continue  # closed meanwhile
                 try:
-                    faults = self._faultset(ino)
-                    # Rule changes wait for read-ahead as for requests: a rule armed
-                    # after this sees its pages evicted, one armed before is guarded.
-                    with faults.serving():
-                        self.server.serve_ahead(aux, ino, handle, indices, faults)
-                except Exception:
-                    log.exception("read-ahead thread: unexpected error")
+                    self._read_ahead(aux, *job)
                 finally:
-                    self.close(ino)
+                    with self._ahead_idle:
+                        self._ahead_pending -= 1
+                        self._ahead_idle.notify_all()
         finally:
             zx.zx_handle_close(aux)
+
+    def _read_ahead(self, aux: int, ino: int, indices: range) -> None:
+        handle = self._hold(ino)
+        if handle is None:
+            return  # closed meanwhile
+        try:
+            faults = self._faultset(ino)
+            # Rule changes wait for read-ahead as for requests: a rule armed
+            # after this sees its pages evicted, one armed before is guarded.
+            with faults.serving():
+                self.server.serve_ahead(aux, ino, handle, indices, faults)
+        except Exception:
+            log.exception("read-ahead thread: unexpected error")
+        finally:
+            self.close(ino)
 
     def _handle(self, aux: int, packet) -> None:
         request = packet.page_request

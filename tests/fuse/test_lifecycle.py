@@ -52,6 +52,8 @@ def test_refusals_are_one_line_and_exit_2(image, tmp_path, helpers):
         (("mount", tmp_path / "nothing.img", empty), "nothing.img"),
         (("mount", image, empty, "-o", "bogus"), "unknown mount option"),
         (("mount", image, empty, "-o", "page_budget=1M"), "page_budget"),
+        (("mount", image, empty, "-o", "read_ahead=1G"), "read_ahead"),
+        (("mount", image, empty, "-o", "read_ahead_kb=lots"), "read_ahead_kb"),
         (("mount", image, empty, "--trace", tmp_path / "no" / "such" / "dir"), "cannot write"),
         (("umount", empty), "not mounted"),
         (("umount", "/proc"), "not a pagerfs mount"),

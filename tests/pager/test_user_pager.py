@@ -263,3 +263,53 @@ def test_any_rules_any_reads_match_the_page_model(source, rules, reads):
         finally:
             up.close(ino)
             up.stop()
+
+
+def test_a_read_at_the_start_reads_the_rest_ahead_once(pager, source):
+    data, _ = source
+    ino = pager.image.resolve(b"f")
+    vmo = pager.open(ino)
+    npages = -(-len(data) // PAGE)
+    try:
+        assert read_pages(vmo, 0, 1) == data[:PAGE]
+        assert pager.wait_read_ahead(timeout=60)
+        # The whole (small) file lies within the read-ahead window.
+        assert pager.committed_pages(ino) == npages
+        requests = pager.stats.snapshot(ino)["page_requests"]
+        assert zx.zx_vmo_read(vmo, 0, len(data)) == data
+        stats = pager.stats.snapshot(ino)
+        assert stats["page_requests"] == requests  # nothing left to ask for
+        assert stats["chunks_read"] == -(-npages // (CHUNK // PAGE))  # each chunk once
+    finally:
+        pager.close(ino)
+
+
+def test_read_ahead_leaves_a_rule_its_pages(pager, source):
+    data, _ = source
+    ino = pager.image.resolve(b"f")
+    vmo = pager.open(ino)
+    try:
+        pager.add_fault(ino, parse_rule("pages=41 error=IO"))
+        assert read_pages(vmo, 0, 1) == data[:PAGE]
+        assert pager.wait_read_ahead(timeout=60)
+        # The rule's chunk (pages 40-43) was skipped, so the rule acts on a real request.
+        assert pager.committed_pages(ino) == -(-len(data) // PAGE) - 4
+        assert outcome(vmo, 41, len(data)) == zx.ZX_ERR_IO
+        assert outcome(vmo, 40, len(data)) == data[40 * PAGE:41 * PAGE]
+    finally:
+        pager.close(ino)
+
+
+def test_read_ahead_can_be_turned_off(source):
+    data, path = source
+    with Image.open(path) as image:
+        up = UserPager(image, threads=2, read_ahead=0)
+        ino = image.resolve(b"f")
+        vmo = up.open(ino)
+        try:
+            assert read_pages(vmo, 0, 1) == data[:PAGE]
+            assert up.wait_read_ahead(timeout=60)
+            assert up.committed_pages(ino) == CHUNK // PAGE  # its own chunk only
+        finally:
+            up.close(ino)
+            up.stop()
