@@ -29,6 +29,10 @@ Mount options (-o, comma separated, may repeat):
                        (default 256M, at least 16M); clean pages past it are evicted
                        and asked for again from the pager when next needed
   pager_threads=N      user pager threads serving page requests (default 4)
+  read_ahead=SIZE      how far ahead the pager supplies a sequentially read file
+                       (default 2M, 0 turns it off, at most 64M)
+  read_ahead_kb=N      the kernel's read-ahead window on this mount, set as root
+                       (default 1024; 0 keeps the kernel's 128)
   default_permissions, noatime, nodev, nosuid   passed to FUSE
 """
 
