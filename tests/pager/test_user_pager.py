@@ -184,10 +184,13 @@ def test_budget_keeps_committed_pages_bounded(tmp_path):
             for offset in range(0, len(data), 2**20):
                 assert zx.zx_vmo_read(vmo, offset, 2**20) == data[offset:offset + 2**20]
                 assert up.committed_pages() * PAGE <= 16 * 2**20
-            assert up.stats.snapshot(ino)["pages_supplied"] == len(data) // PAGE
+            # At least every page once: read-ahead racing the budget may supply a page,
+            # see it evicted, and supply it again.
+            supplied = up.stats.snapshot(ino)["pages_supplied"]
+            assert supplied >= len(data) // PAGE
             # The first pages were evicted; reading them again asks the pager again.
             assert zx.zx_vmo_read(vmo, 0, PAGE) == data[:PAGE]
-            assert up.stats.snapshot(ino)["pages_supplied"] > len(data) // PAGE
+            assert up.stats.snapshot(ino)["pages_supplied"] > supplied
         finally:
             up.close(ino)
             up.stop()
