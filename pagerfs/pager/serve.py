@@ -47,6 +47,11 @@ STATUS = {
     "BAD_STATE": zx.ZX_ERR_BAD_STATE,
 }
 
+def _store_status(err: IntegrityError | StoreIOError) -> str:
+    """The status a store error fails its pages with, as blobfs maps them."""
+    return "IO_DATA_INTEGRITY" if isinstance(err, IntegrityError) else "IO"
+
+
 DEFAULT_READ_AHEAD = 2 * 2**20  # bytes past a sequential request, whole chunks
 
 
@@ -186,7 +191,7 @@ class RequestServer:
                 return False
             if fresh:
                 self.stats.add(req.ino, chunks_read=1, bytes_read_from_image=len(data))
-            self._supply_run(aux, req, first, data, first, count, count=fresh)
+            self._supply_run(aux, req.ino, req.vmo, first, data, first, count, count=fresh)
             req.supplied.update(range(max(first, req.first_page),
                                       min(first + count, req.last_page + 1)))
         return True
@@ -271,7 +276,7 @@ class RequestServer:
                 self.stats.add(ino, chunks_read=1, bytes_read_from_image=len(data))
                 claim.data = data
                 try:
-                    self._supply_run(aux, None, first, data, first, count, ino=ino, vmo=vmo)
+                    self._supply_run(aux, ino, vmo, first, data, first, count)
                 except VmoGone:
                     return
             finally:
@@ -318,17 +323,20 @@ class RequestServer:
         """
         img = self.image
         chunk_pages = set(range(first, first + count))
+
+        def named(err) -> set[int]:
+            return set(range(err.first_page, err.last_page + 1)) & chunk_pages
+
         bad: dict[str, set[int]] = {}
         if corrupt:
             try:
                 img.read_chunk(req.ino, index, tamper=_tamper_for(first, count, corrupt))
             except IntegrityError as err:
-                caught = set(range(err.first_page, err.last_page + 1)) & chunk_pages
                 # The store decided the chunk is bad; the rule says which of its pages
                 # were "damaged", so only those are lost.
-                bad["IO_DATA_INTEGRITY"] = (caught & corrupt) or caught
+                bad["IO_DATA_INTEGRITY"] = (named(err) & corrupt) or named(err)
             except StoreIOError as err:
-                bad["IO"] = set(range(err.first_page, err.last_page + 1)) & chunk_pages
+                bad["IO"] = named(err)
             else:
                 log.error("ino %d chunk %d: tampered bytes passed verification", req.ino, index)
                 bad["BAD_STATE"] = set(corrupt)
@@ -336,13 +344,8 @@ class RequestServer:
                 return None, bad
         try:
             data, fresh = self._chunk(req.ino, index)
-        except IntegrityError as err:
-            bad.setdefault("IO_DATA_INTEGRITY", set()).update(
-                set(range(err.first_page, err.last_page + 1)) & chunk_pages or chunk_pages)
-            return None, bad
-        except StoreIOError as err:
-            bad.setdefault("IO", set()).update(
-                set(range(err.first_page, err.last_page + 1)) & chunk_pages or chunk_pages)
+        except (IntegrityError, StoreIOError) as err:
+            bad.setdefault(_store_status(err), set()).update(named(err) or chunk_pages)
             return None, bad
         if fresh:
             self.stats.add(req.ino, chunks_read=1, bytes_read_from_image=len(data))
@@ -350,17 +353,15 @@ class RequestServer:
 
     def _supply(self, aux: int, req: Request, first: int, data: bytes, pages: list[int]) -> None:
         for run_first, run_count in page_runs(pages):
-            self._supply_run(aux, req, first, data, run_first, run_count)
+            self._supply_run(aux, req.ino, req.vmo, first, data, run_first, run_count)
             req.supplied.update(range(run_first, run_first + run_count))
 
-    def _supply_run(self, aux: int, req: Request | None, first: int, data: bytes,
-                    run_first: int, run_count: int, ino: int = 0, vmo: int = 0,
-                    count: bool = True) -> None:
+    def _supply_run(self, aux: int, ino: int, vmo: int, first: int, data: bytes,
+                    run_first: int, run_count: int, count: bool = True) -> None:
         """Supply pages [run_first, +run_count) of the chunk starting at page `first`."""
-        if req is not None:
-            ino, vmo = req.ino, req.vmo
         start = (run_first - first) * PAGE
-        # A view, not a slice: the bytes are copied once, into the aux VMO.
+        # A view, not a slice: the kernel model keeps a reference to the chunk's bytes,
+        # so they are copied only once, by the zx_vmo_read that finally reads them.
         piece = memoryview(data)[start:start + run_count * PAGE]
         try:
             # The aux range reads as zeros after each supply, so a short last page
