@@ -228,6 +228,22 @@ class TestThread:
         return (offset is None or e.offset == offset) and (code is None or e.synth_code == code)
 
 
+def _status_of(fn: Callable[..., object], *args: object) -> int:
+    """The zx status fn(*args) raised, or ZX_OK if it returned."""
+    try:
+        fn(*args)
+    except zx.ZxError as e:
+        return e.status
+    return zx.ZX_OK
+
+
+# A fixture, not a module: under --import-mode=importlib with no __init__.py tests can't import it
+@pytest.fixture(scope="session")
+def status_of() -> Callable[..., int]:
+    """status_of(fn, *args) -> the zx status fn(*args) raised, or ZX_OK."""
+    return _status_of
+
+
 @pytest.fixture
 def pager():
     p = UserPager()

@@ -13,14 +13,6 @@ PAGE = zx.PAGE_SIZE
 U64 = 2**64
 
 
-def status_of(fn, *args) -> int:
-    try:
-        fn(*args)
-    except zx.ZxError as e:
-        return e.status
-    return zx.ZX_OK
-
-
 def rights_of(handle: int) -> int:
     return zx.zx_object_get_info(handle, zx.ZX_INFO_HANDLE_BASIC).rights
 
@@ -44,7 +36,7 @@ def test_constants_have_zircons_values():
 
 
 # --- handles and rights --------------------------------------------------------------------
-def test_default_rights():
+def test_default_rights(status_of):
     pager = zx.zx_pager_create(0)
     port = zx.zx_port_create(0)
     vmo = zx.zx_pager_create_vmo(pager, 0, port, 0, PAGE)
@@ -66,7 +58,7 @@ def test_default_rights():
         zx.zx_handle_close(h)
 
 
-def test_handle_values_and_close():
+def test_handle_values_and_close(status_of):
     vmo = zx.zx_vmo_create(PAGE, 0)
     assert vmo > 0
     zx.zx_handle_close(zx.ZX_HANDLE_INVALID)  # a no-op
@@ -76,7 +68,7 @@ def test_handle_values_and_close():
     assert status_of(zx.zx_vmo_read, 0x7FFFFFF3, 0, 1) == zx.ZX_ERR_BAD_HANDLE
 
 
-def test_duplicate_and_replace():
+def test_duplicate_and_replace(status_of):
     vmo = zx.zx_vmo_create(PAGE, 0)
     ro = zx.zx_handle_duplicate(vmo, zx.ZX_RIGHT_READ | zx.ZX_RIGHT_DUPLICATE)
     assert rights_of(ro) == zx.ZX_RIGHT_READ | zx.ZX_RIGHT_DUPLICATE
@@ -99,7 +91,7 @@ def test_duplicate_and_replace():
         zx.zx_handle_close(h)
 
 
-def test_wrong_type_wins_over_missing_rights():
+def test_wrong_type_wins_over_missing_rights(status_of):
     port = zx.zx_port_create(0)
     ro_port = zx.zx_handle_duplicate(port, zx.ZX_RIGHT_INSPECT)
     # a port without READ passed as a VMO: WRONG_TYPE, not ACCESS_DENIED
@@ -109,7 +101,7 @@ def test_wrong_type_wins_over_missing_rights():
         zx.zx_handle_close(h)
 
 
-def test_vmo_rights_for_read_write_commit(pager):
+def test_vmo_rights_for_read_write_commit(pager, status_of):
     vmo = pager.create_vmo(1)
     pager.supply_pages(vmo, 0, 1)
     no_read = zx.zx_handle_duplicate(vmo.handle, zx.ZX_DEFAULT_VMO_RIGHTS & ~zx.ZX_RIGHT_READ)
@@ -132,7 +124,7 @@ def reduced(handle: int, drop: int) -> int:
     return zx.zx_handle_replace(source, rights_of(source) & ~drop)
 
 
-def test_op_range_check_order(pager):
+def test_op_range_check_order(pager, status_of):
     vmo = pager.create_vmo(2)
     fail = zx.ZX_PAGER_OP_FAIL
     io = zx.ZX_ERR_IO
@@ -157,7 +149,7 @@ def test_op_range_check_order(pager):
     zx.zx_handle_close(plain)
 
 
-def test_op_range_rights(pager):
+def test_op_range_rights(pager, status_of):
     vmo = pager.create_vmo(1)
     op = zx.zx_pager_op_range
     fail, io = zx.ZX_PAGER_OP_FAIL, zx.ZX_ERR_IO
@@ -177,7 +169,7 @@ def test_op_range_rights(pager):
                                   zx.ZX_ERR_INTERNAL, 2**64, -(2**63) - 1, 2**31 - 40,
                                   -(2**31) - 1, "x", 1.0, None],
                          ids=repr)
-def test_op_range_rejects_data(pager, data):
+def test_op_range_rejects_data(pager, data, status_of):
     vmo = pager.create_vmo(1)
     assert status_of(zx.zx_pager_op_range, pager.pager, zx.ZX_PAGER_OP_FAIL, vmo.handle,
                      0, PAGE, data) == zx.ZX_ERR_INVALID_ARGS
@@ -286,7 +278,7 @@ def test_packet_withdrawn_when_request_completes_first(pager, spawn):
     assert pager.get_page_read_request(vmo2, timeout=0) is None
 
 
-def test_read_beyond_size(pager):
+def test_read_beyond_size(pager, status_of):
     vmo = pager.create_vmo(2)
     h = vmo.handle
     assert status_of(zx.zx_vmo_read, h, PAGE, PAGE + 1) == zx.ZX_ERR_OUT_OF_RANGE
@@ -298,7 +290,7 @@ def test_read_beyond_size(pager):
 
 
 # --- supply ---------------------------------------------------------------------------------
-def test_supply_check_order(pager):
+def test_supply_check_order(pager, status_of):
     vmo = pager.create_vmo(2)
     aux = zx.zx_vmo_create(PAGE, 0)
     supply = zx.zx_pager_supply_pages
@@ -365,7 +357,7 @@ def test_huge_vmo_is_sparse(pager):
 
 
 # --- plain VMOs -----------------------------------------------------------------------------
-def test_plain_vmo_read_write_decommit():
+def test_plain_vmo_read_write_decommit(status_of):
     vmo = zx.zx_vmo_create(3 * PAGE + 1, 0)
     assert zx.zx_vmo_get_size(vmo) == 4 * PAGE  # rounded up to a page
     assert zx.zx_vmo_read(vmo, 0, 4 * PAGE) == bytes(4 * PAGE)
@@ -402,7 +394,7 @@ def test_write_to_pager_vmo_faults_pages_in(pager, spawn):
 
 
 # --- detach and close ---------------------------------------------------------------------------
-def test_detached_vmo_keeps_present_pages(pager):
+def test_detached_vmo_keeps_present_pages(pager, status_of):
     vmo = pager.create_vmo(2)
     pager.supply_pages(vmo, 0, 1)
     pager.detach_vmo(vmo)
@@ -447,7 +439,7 @@ def test_close_pager_sends_no_complete(pager, spawn):
 
 
 # --- ports -------------------------------------------------------------------------------------
-def test_port_wait_deadlines():
+def test_port_wait_deadlines(status_of):
     port = zx.zx_port_create(0)
     assert status_of(zx.zx_port_wait, port, 0) == zx.ZX_ERR_TIMED_OUT
     assert status_of(zx.zx_port_wait, port, -5) == zx.ZX_ERR_TIMED_OUT
@@ -501,7 +493,7 @@ def test_mapping_faults(pager, spawn):
     assert e.value.synth_code == zx.ZX_ERR_NOT_FOUND
 
 
-def test_map_checks(pager):
+def test_map_checks(pager, status_of):
     vmo = pager.create_vmo(1)
     root = zx.zx_vmar_root_self()
     no_map = zx.zx_handle_duplicate(vmo.handle, zx.ZX_DEFAULT_VMO_RIGHTS & ~zx.ZX_RIGHT_MAP)
@@ -602,7 +594,7 @@ def test_page_fault_is_the_fatal_page_fault_exception():
     assert "ZX_ERR_IO (-40)" in str(fault)
 
 
-def test_write_accepts_any_bytes_like_and_keeps_a_snapshot():
+def test_write_accepts_any_bytes_like_and_keeps_a_snapshot(status_of):
     import array
 
     vmo = zx.zx_vmo_create(PAGE, 0)
@@ -623,7 +615,7 @@ def test_write_accepts_any_bytes_like_and_keeps_a_snapshot():
     zx.zx_handle_close(vmo)
 
 
-def test_read_larger_than_memory_is_no_memory(pager):
+def test_read_larger_than_memory_is_no_memory(pager, status_of):
     tib = 1 << 40
     plain = zx.zx_vmo_create(tib, 0)
     vmo = pager.create_vmo(tib // PAGE)

@@ -468,19 +468,11 @@ def test_VmoInfoPager(pager):
 
 
 # --- API violations ----------------------------------------------------------------------------
-def status_of(fn, *args) -> int:
-    try:
-        fn(*args)
-    except zx.ZxError as e:
-        return e.status
-    return zx.ZX_OK
-
-
-def test_InvalidPagerCreate():
+def test_InvalidPagerCreate(status_of):
     assert status_of(zx.zx_pager_create, 1) == zx.ZX_ERR_INVALID_ARGS
 
 
-def test_InvalidPagerCreateVmo():
+def test_InvalidPagerCreateVmo(status_of):
     pager = zx.zx_pager_create(0)
     port = zx.zx_port_create(0)
     create = zx.zx_pager_create_vmo
@@ -503,7 +495,7 @@ def test_InvalidPagerCreateVmo():
         zx.zx_handle_close(h)
 
 
-def test_InvalidPagerDetachVmo():
+def test_InvalidPagerDetachVmo(status_of):
     pager = zx.zx_pager_create(0)
     port = zx.zx_port_create(0)
     vmo = zx.zx_pager_create_vmo(pager, 0, port, 0, PAGE)
@@ -520,7 +512,7 @@ def test_InvalidPagerDetachVmo():
         zx.zx_handle_close(h)
 
 
-def test_InvalidPagerSupplyPages():
+def test_InvalidPagerSupplyPages(status_of):
     pager = zx.zx_pager_create(0)
     port = zx.zx_port_create(0)
     vmo = zx.zx_pager_create_vmo(pager, 0, port, 0, PAGE)
@@ -564,7 +556,7 @@ def test_InvalidPagerSupplyPages():
         zx.zx_handle_close(h)
 
 
-def test_InvalidPagerOpRange():
+def test_InvalidPagerOpRange(status_of):
     op_range = zx.zx_pager_op_range
     for op in (zx.ZX_PAGER_OP_FAIL,):
         pager = zx.zx_pager_create(0)

@@ -44,11 +44,11 @@ def test_evict_through_a_mapping(pager, spawn):
     assert t.wait()
 
 
-def test_evict_checks(pager):
+def test_evict_checks(pager, status_of):
     vmo = pager.create_vmo(2)
     plain = zx.zx_vmo_create(PAGE, 0)
     port = pager.port
-    status = lambda *a: _status(zx.scanner_evict, *a)  # noqa: E731
+    status = lambda *a: status_of(zx.scanner_evict, *a)  # noqa: E731
     assert status(vmo.handle, 1, PAGE) == zx.ZX_ERR_INVALID_ARGS
     assert status(vmo.handle, 0, PAGE - 1) == zx.ZX_ERR_INVALID_ARGS
     assert status(0, 0, PAGE) == zx.ZX_ERR_BAD_HANDLE
@@ -59,15 +59,7 @@ def test_evict_checks(pager):
     zx.zx_handle_close(plain)
 
 
-def _status(fn, *args) -> int:
-    try:
-        fn(*args)
-    except zx.ZxError as e:
-        return e.status
-    return zx.ZX_OK
-
-
-def test_info_vmo(pager):
+def test_info_vmo(pager, status_of):
     vmo = pager.create_vmo(3)
     info = zx.zx_object_get_info(vmo.handle, zx.ZX_INFO_VMO)
     assert (info.size_bytes, info.committed_bytes) == (3 * PAGE, 0)
@@ -81,9 +73,9 @@ def test_info_vmo(pager):
     bare = zx.zx_handle_duplicate(vmo.handle, zx.ZX_RIGHT_READ)
     info = zx.zx_object_get_info(bare, zx.ZX_INFO_VMO)
     assert (info.committed_bytes, info.handle_rights) == (2 * PAGE, zx.ZX_RIGHT_READ)
-    assert _status(zx.zx_object_get_info, pager.port, zx.ZX_INFO_VMO) == zx.ZX_ERR_WRONG_TYPE
-    assert _status(zx.zx_object_get_info, 0, zx.ZX_INFO_VMO) == zx.ZX_ERR_BAD_HANDLE
-    assert _status(zx.zx_object_get_info, vmo.handle, 12345) == zx.ZX_ERR_NOT_SUPPORTED
+    assert status_of(zx.zx_object_get_info, pager.port, zx.ZX_INFO_VMO) == zx.ZX_ERR_WRONG_TYPE
+    assert status_of(zx.zx_object_get_info, 0, zx.ZX_INFO_VMO) == zx.ZX_ERR_BAD_HANDLE
+    assert status_of(zx.zx_object_get_info, vmo.handle, 12345) == zx.ZX_ERR_NOT_SUPPORTED
     zx.zx_handle_close(bare)
 
 
