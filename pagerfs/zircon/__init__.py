@@ -9,7 +9,8 @@ docs/KERNEL.md for the model's data structures, locking and differences from Zir
     vmo = zx.zx_pager_create_vmo(pager, 0, port, key, size)
 
 Besides the contract's syscalls it exposes the kernel's page scanner
-(scanner_evict, scanner_set_limit, scanner_committed_bytes) and zx_object_get_info.
+(scanner_evict, scanner_set_limit, scanner_committed_bytes), zx_object_get_info, and
+vmo_read_async (zx_vmo_read for a caller that must not block).
 """
 
 from . import constants as _constants
@@ -21,6 +22,7 @@ from .syscalls import (
     scanner_committed_bytes,
     scanner_evict,
     scanner_set_limit,
+    vmo_read_async,
     zx_clock_get_monotonic,
     zx_deadline_after,
     zx_handle_close,
@@ -60,6 +62,7 @@ __all__ = _CONSTANTS + [
     "scanner_evict",
     "scanner_set_limit",
     "status_name",
+    "vmo_read_async",
     "zx_clock_get_monotonic",
     "zx_deadline_after",
     "zx_handle_close",

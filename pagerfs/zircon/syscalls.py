@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from operator import index
 
 from . import handles, scanner
@@ -233,19 +234,46 @@ def zx_deadline_after(nanoseconds: int) -> int:
 
 
 # --- VMOs -------------------------------------------------------------------------------
-def zx_vmo_read(vmo: int, offset: int, length: int) -> bytes:
+def _read_range(vmo: int, offset: int, length: int) -> tuple[Vmo, int, int]:
+    """zx_vmo_read's checks, in its order: the VMO, the range, then the buffer."""
     obj = lookup(vmo, Vmo, ZX_RIGHT_READ)
     off = _u64(offset)
     n = _u64(length)
     _in_range(off, n, obj.size)
-    if n == 0:
-        return b""
     if n > MAX_BUFFER:
         raise ZxError(ZX_ERR_NO_MEMORY)
+    return obj, off, off + n
+
+
+def zx_vmo_read(vmo: int, offset: int, length: int) -> bytes:
+    obj, off, end = _read_range(vmo, offset, length)
+    if off == end:
+        return b""
     try:
-        return obj.read(off, off + n)
+        return obj.read(off, end)
     except MemoryError:
         # No buffer that large: what Zircon says when it cannot allocate.
+        raise ZxError(ZX_ERR_NO_MEMORY) from None
+
+
+def vmo_read_async(vmo: int, offset: int, length: int,
+                   done: Callable[[int, bytes | None], None]) -> bytes | None:
+    """Extension, not a Zircon syscall: zx_vmo_read for a caller that must not block.
+
+    The same checks, errors and page requests as zx_vmo_read. If every page is present
+    the bytes are returned at once. Otherwise returns None, and once the read ends
+    `done(status, data)` is called exactly once — (ZX_OK, bytes) or (status, None) —
+    from the thread whose zx_pager_supply_pages, ZX_PAGER_OP_FAIL or detach ended it,
+    after that thread let go of every kernel lock. `done` must not block or raise: it
+    runs inside that syscall. It models the kernel resuming a faulting thread without
+    a host thread parked for each waiting reader.
+    """
+    obj, off, end = _read_range(vmo, offset, length)
+    if off == end:
+        return b""
+    try:
+        return obj.read_async(off, end, done)
+    except MemoryError:
         raise ZxError(ZX_ERR_NO_MEMORY) from None
 
 

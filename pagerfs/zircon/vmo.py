@@ -7,6 +7,11 @@ its own (a condition variable by hand: cheaper than threading.Condition on this 
 path), registered with the request under the VMO lock; completing the request releases
 every parked thread under the VMO lock, so no wake-up is lost. A waiter that wakes takes
 the VMO lock again and copies the pages it asked for before anyone can evict them.
+
+An asynchronous read (the vmo_read_async extension) parks on a request the same way, but
+no thread waits for it: the thread that completes the request continues the read under
+the same hold of the VMO lock (so its pages cannot be evicted first), and calls the
+reader's `done` only after letting go of every kernel lock.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import threading
 from _thread import allocate_lock as _allocate_lock
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import blocking, scanner
@@ -96,6 +102,10 @@ class Vmo(KObject):
             self.store.gather_filled(pos, end, out)
         return out, end, ZX_OK
 
+    def read_async(self, pos: int, end: int, done: Callable[[int, bytes | None], None]
+                   ) -> bytes | None:
+        return self.read(pos, end)  # nothing to wait for
+
     def write(self, pos: int, data: memoryview) -> None:
         with self.lock:
             self.store.write(pos, data)
@@ -139,7 +149,8 @@ class Request:
         # this is empty, whatever happened to the pages afterwards (eviction).
         self.remaining: list[tuple[int, int]] = [(start, end)]
         self.status: int | None = None
-        self.parked: list = []  # locks of the threads waiting, released on completion
+        # Released on completion: locks of the threads waiting, and asynchronous reads.
+        self.parked: list = []
         self.waiters = 0
         self.pins = 0
         self.token: int | None = None
@@ -167,11 +178,44 @@ class Request:
         return not left
 
 
+class AsyncRead:
+    """A read of [pos, end) whose caller does not wait: parked on one request at a time,
+    continued by whichever thread completes it (see the module's locking note)."""
+
+    __slots__ = ("vmo", "pos", "end", "last", "out", "stamp", "done", "req", "status")
+
+    def __init__(self, vmo: "PagerVmo", pos: int, end: int,
+                 done: Callable[[int, bytes | None], None]) -> None:
+        self.vmo = vmo
+        self.pos = pos
+        self.end = end
+        self.last = (end + _MASK) >> PAGE_SHIFT
+        self.out: list = []
+        self.stamp = scanner.tick()
+        self.done = done
+        self.req: Request | None = None
+        self.status: int | None = None
+
+    def release(self) -> None:
+        # Called by _complete, VMO lock held: the VMO continues the read once it has
+        # finished with its list of requests.
+        self.vmo._resumed.append(self)
+
+    def finish(self) -> None:
+        """Tell the reader; no kernel lock may be held."""
+        if self.status == ZX_OK:
+            self.done(ZX_OK, join(self.out))
+        else:
+            self.out = []
+            self.done(self.status, None)
+
+
 class PagerVmo(Vmo):
     """A VMO whose pages come from a pager, asked for through packets on a port."""
 
     pager_backed = True
-    __slots__ = ("pager", "port", "key", "detached", "_reqs", "_req_starts", "_pinned")
+    __slots__ = ("pager", "port", "key", "detached", "_reqs", "_req_starts", "_pinned",
+                 "_resumed")
 
     def __init__(self, size: int, options: int, pager: "Pager", port: Port, key: int) -> None:
         super().__init__(size, options)
@@ -182,6 +226,7 @@ class PagerVmo(Vmo):
         self._reqs: list[Request] = []  # disjoint, sorted by start
         self._req_starts: list[int] = []
         self._pinned: list[Request] = []
+        self._resumed: list[AsyncRead] = []  # asynchronous reads whose request ended
         scanner.register(self)
 
     # --- requests (VMO lock held) -------------------------------------------------
@@ -209,13 +254,12 @@ class PagerVmo(Vmo):
         req.status = status
         if req.token is not None:
             self.port.withdraw(req.token)
-        if req.waiters:
-            if status == ZX_OK:
-                req.pins = req.waiters
-                self._pinned.append(req)
-            for parked in req.parked:
-                parked.release()
-            req.parked = []
+        if req.waiters and status == ZX_OK:
+            req.pins = req.waiters
+            self._pinned.append(req)
+        for parked in req.parked:
+            parked.release()
+        req.parked = []
 
     def _unpin(self, req: Request) -> None:
         req.pins -= 1
@@ -309,6 +353,54 @@ class PagerVmo(Vmo):
         stop, status = self.fetch(pos, end, out, True, mapping)
         return out, stop, status
 
+    def read_async(self, pos: int, end: int, done: Callable[[int, bytes | None], None]
+                   ) -> bytes | None:
+        op = AsyncRead(self, pos, end, done)
+        with self.lock:
+            finished = self._advance(op)
+        if not finished:
+            return None
+        if op.status != ZX_OK:
+            raise ZxError(op.status)
+        return join(op.out)
+
+    def _advance(self, op: AsyncRead) -> bool:
+        """Copy what is present, then park on the request for the first absent page
+        (raising it as fetch would). True once the read has ended. VMO lock held."""
+        store = self.store
+        pos = op.pos = store.gather(op.pos, op.end, op.out, op.stamp)
+        if pos >= op.end:
+            op.status = ZX_OK
+            return True
+        page = pos >> PAGE_SHIFT
+        i, req = self._covering(page)
+        if req is None:
+            if self.detached:
+                op.status = ZX_ERR_BAD_STATE
+                return True
+            stop = store.next_present(page, op.last)
+            if i < len(self._reqs) and self._reqs[i].start < stop:
+                stop = self._reqs[i].start
+            req = self._raise_request(i, page, stop)
+        op.req = req
+        req.parked.append(op)
+        return False
+
+    def _continue_reads(self) -> list[AsyncRead]:
+        """Continue the asynchronous reads whose requests ended; the ones that are
+        finished, to be told once the VMO lock is released. VMO lock held."""
+        finished = []
+        while self._resumed:
+            ops, self._resumed = self._resumed, []
+            for op in ops:
+                status = op.req.status
+                if status != ZX_OK:
+                    op.status = status
+                    finished.append(op)
+                elif self._advance(op):
+                    finished.append(op)
+        return finished
+
     def commit(self, pos: int, end: int) -> None:
         pos &= ~_MASK
         end = (end + _MASK) & ~_MASK
@@ -345,7 +437,10 @@ class PagerVmo(Vmo):
                 else:
                     i += 1
             scanner.account(added)
+            finished = self._continue_reads() if self._resumed else ()
         scanner.over_limit()
+        for op in finished:
+            op.finish()
 
     def fail(self, first: int, last: int, status: int) -> None:
         if first >= last:
@@ -356,6 +451,9 @@ class PagerVmo(Vmo):
             hit = [r for r in self._reqs if r.start < last and r.end > first]
             for req in hit:
                 self._complete(req, status)
+            finished = self._continue_reads() if self._resumed else ()
+        for op in finished:
+            op.finish()
 
     def detach(self, send_complete: bool = True) -> None:
         with self.lock:
@@ -364,8 +462,11 @@ class PagerVmo(Vmo):
             self.detached = True
             for req in list(self._reqs):
                 self._complete(req, ZX_ERR_BAD_STATE)
+            finished = self._continue_reads() if self._resumed else ()
             if send_complete:
                 self.port.queue(page_request_packet(self.key, ZX_PAGER_VMO_COMPLETE, 0, 0))
+        for op in finished:
+            op.finish()
 
     # --- the scanner's side ---------------------------------------------------------
     def _pinned_ranges(self) -> list[tuple[int, int]]:
