@@ -1,4 +1,4 @@
-"""The filesystem without the protocol: plain blocking methods over the image and pager.
+"""The filesystem without the protocol: plain methods over the image and the pager.
 
 pagerfs.fuse.operations turns these into pyfuse3 handlers; tests call them directly.
 Errors are raised as domain exceptions and mapped to errno in pagerfs.fuse.errors.
@@ -11,6 +11,7 @@ import itertools
 import os
 import stat as statmod
 import threading
+from collections.abc import Callable
 
 from pagerfs import zircon as zx
 from pagerfs.fuse.errors import ReadOnly
@@ -95,17 +96,19 @@ class FileSystem:
             self._handles[fh] = OpenFile(ino, vmo, size)
         return fh
 
-    def read(self, fh: int, offset: int, size: int) -> bytes:
-        """Blocks while the pager serves absent pages: call it off the event loop.
+    def start_read(self, fh: int, offset: int, size: int,
+                   done: Callable[[int, bytes | None], None]) -> bytes | None:
+        """Never blocks: the bytes if the pager has them all, else None, and later
+        done(status, bytes or None) from a pager thread (see zircon.vmo_read_async).
 
-        Returns the full length asked for, clamped only at EOF: the kernel would take a
+        Gives the full length asked for, clamped only at EOF: the kernel would take a
         short reply for end-of-file.
         """
         f = self._handles[fh]
         length = min(size, f.size - offset)
         if length <= 0:
             return b""
-        return zx.zx_vmo_read(f.vmo, offset, length)
+        return zx.vmo_read_async(f.vmo, offset, length, done)
 
     def release(self, fh: int) -> None:
         with self._lock:

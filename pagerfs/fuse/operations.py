@@ -1,9 +1,10 @@
 """The pyfuse3 operations: one-line handlers over pagerfs.fuse.core.FileSystem.
 
 Every handler is wrapped by fuse_errors (the one errno table). Handlers run as
-coroutines on the trio thread; anything that may block — a zx_vmo_read waiting for the
-pager, evicting pages, invalidating the kernel's page cache — goes to a worker thread.
-See docs/CONCURRENCY.md.
+coroutines on the trio thread and never block it: a read whose pages the pager must
+first supply waits as a trio task for the pager thread to hand the bytes back; what
+may block — evicting pages, invalidating the kernel's page cache — goes to a worker
+thread. See docs/CONCURRENCY.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
+from pagerfs import zircon as zx
 from pagerfs.fuse import xattrs
 from pagerfs.fuse.core import FileSystem, st_mode
 from pagerfs.fuse.errors import ReadOnly, fuse_errors
@@ -23,9 +25,6 @@ log = logging.getLogger("pagerfs.fuse")
 
 # The image never changes under a mount: let the kernel keep names and attributes.
 CACHE_TIMEOUT = 3600.0
-# Workers that may sit in zx_vmo_read waiting for the pager. The kernel sends at most a
-# few READs per reader at once; this bounds threads, not throughput.
-READ_WORKERS = 32
 
 
 def entry(inode) -> pyfuse3.EntryAttributes:
@@ -52,6 +51,33 @@ def _invalidate_inode(ino: int) -> None:
             log.warning("invalidate_inode(%d): %s", ino, err)
 
 
+class _Reply:
+    """Carries a read's result from the pager thread that completes it to the waiting
+    handler: one wake-up of the trio thread, no worker thread in between."""
+
+    __slots__ = ("_token", "_event", "_result")
+
+    def __init__(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._event = trio.Event()
+        self._result: tuple[int, bytes | None] = (zx.ZX_ERR_INTERNAL, None)
+
+    def __call__(self, status: int, data: bytes | None) -> None:
+        # Runs inside the pager's supply or FAIL: must not block or raise.
+        self._result = (status, data)
+        try:
+            self._token.run_sync_soon(self._event.set)
+        except trio.RunFinishedError:
+            pass  # the mount is gone; nobody waits for this read any more
+
+    async def wait(self) -> bytes:
+        await self._event.wait()
+        status, data = self._result
+        if status != zx.ZX_OK:
+            raise zx.ZxError(status)
+        return data
+
+
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
@@ -61,7 +87,6 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self.invalidate = invalidate
-        self.read_limiter = trio.CapacityLimiter(READ_WORKERS)
 
     @fuse_errors
     async def lookup(self, parent_inode, name, ctx=None):
@@ -95,8 +120,9 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def read(self, fh, off, size):
-        return await trio.to_thread.run_sync(self.fs.read, fh, off, size,
-                                             limiter=self.read_limiter)
+        reply = _Reply()
+        data = self.fs.start_read(fh, off, size, reply)
+        return await reply.wait() if data is None else data
 
     @fuse_errors
     async def release(self, fh):
