@@ -10,8 +10,10 @@ rule set on a closed file applies when it is next opened.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
@@ -25,6 +27,9 @@ from pagerfs.pager.trace import Trace
 log = logging.getLogger("pagerfs.pager")
 
 DEFAULT_THREADS = 4
+# Read-ahead threads: decompressing and verifying ahead of a sequential reader is the
+# mount's main CPU work, and lz4 and SHA-256 release the GIL, so one per core.
+AHEAD_THREADS = min(os.cpu_count() or 1, 4)
 DEFAULT_BUDGET = 256 * 2**20
 # Below this, one 256 KiB FUSE read per blocked worker could evict its own first pages
 # before its last ones arrive, and readers would chase each other forever.
@@ -53,8 +58,9 @@ class UserPager:
         self.server = RequestServer(image, self.pager, self.stats, self.trace)
         if read_ahead is not None:
             self.server.read_ahead = read_ahead
-        # Sequential read-ahead runs on a thread of its own, so that the pager threads
-        # stay free for the requests readers are blocked on.
+        # Sequential read-ahead runs on threads of its own, one chunk per job so that
+        # they share a stream's chunks, and the pager threads stay free for the
+        # requests readers are waiting on.
         self._ahead: queue.SimpleQueue = queue.SimpleQueue()
         self._ahead_pending = 0
         self._ahead_idle = threading.Condition()
@@ -68,8 +74,10 @@ class UserPager:
             threading.Thread(target=self._run, name=f"pager-{i}", daemon=True)
             for i in range(threads)
         ]
-        self._threads.append(threading.Thread(target=self._run_ahead, name="pager-ahead",
-                                              daemon=True))
+        self._threads += [
+            threading.Thread(target=self._run_ahead, name=f"pager-ahead-{i}", daemon=True)
+            for i in range(AHEAD_THREADS)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -184,8 +192,9 @@ class UserPager:
 
     def _schedule_ahead(self, ino: int, indices: range) -> None:
         with self._ahead_idle:
-            self._ahead_pending += 1
-        self._ahead.put((ino, indices))
+            self._ahead_pending += len(indices)
+        for index in indices:
+            self._ahead.put((ino, range(index, index + 1)))
 
     def wait_read_ahead(self, timeout: float | None = None) -> bool:
         """Wait until no read-ahead is queued or running (for tests and diagnostics)."""
@@ -201,27 +210,19 @@ class UserPager:
                     return
                 try:
                     self._read_ahead(aux, *job)
+                except Exception:  # best effort: the real request will ask again
+                    log.exception("read-ahead thread: unexpected error")
                 finally:
                     with self._ahead_idle:
-                        self._ahead_pending -= 1
+                        self._ahead_pending -= len(job[1])
                         self._ahead_idle.notify_all()
         finally:
             zx.zx_handle_close(aux)
 
     def _read_ahead(self, aux: int, ino: int, indices: range) -> None:
-        handle = self._hold(ino)
-        if handle is None:
-            return  # closed meanwhile
-        try:
-            faults = self._faultset(ino)
-            # Rule changes wait for read-ahead as for requests: a rule armed
-            # after this sees its pages evicted, one armed before is guarded.
-            with faults.serving():
+        with self._serving(ino) as (handle, faults):
+            if handle is not None:
                 self.server.serve_ahead(aux, ino, handle, indices, faults)
-        except Exception:
-            log.exception("read-ahead thread: unexpected error")
-        finally:
-            self.close(ino)
 
     def _handle(self, aux: int, packet) -> None:
         request = packet.page_request
@@ -233,16 +234,28 @@ class UserPager:
         if request.command != zx.ZX_PAGER_VMO_READ:
             log.error("unknown page request command %d", request.command)
             return
-        handle = self._hold(packet.key)
-        if handle is None:
-            return  # closed: the detach already ended the request
-        faults = self._faultset(packet.key)
-        try:
-            with faults.serving():
+        with self._serving(packet.key) as (handle, faults):
+            # None: closed, and the detach already ended the request.
+            if handle is not None:
                 self.server.serve(aux, packet.key, handle, request.offset, request.length,
                                   faults)
+
+    @contextlib.contextmanager
+    def _serving(self, ino: int):
+        """(the file's VMO, its rules) while a thread serves it; the VMO is None if the
+        file was closed meanwhile. Holds a reference to the VMO and the rules' gate
+        shared: a rule armed after this sees its pages evicted, one armed before is
+        seen by the serving."""
+        handle = self._hold(ino)
+        if handle is None:
+            yield None, None
+            return
+        try:
+            faults = self._faultset(ino)
+            with faults.serving():
+                yield handle, faults
         finally:
-            self.close(packet.key)
+            self.close(ino)
 
     def hurry(self) -> None:
         """The mount is going away: cut every delay_ms rule's sleep short."""
@@ -257,7 +270,8 @@ class UserPager:
         # Closing a pager VMO queues its COMPLETE packet: one per thread wakes them all.
         for _ in self._threads:
             zx.zx_handle_close(zx.zx_pager_create_vmo(self.pager, 0, self.port, _WAKE_KEY, PAGE))
-        self._ahead.put(None)
+        for _ in range(AHEAD_THREADS):
+            self._ahead.put(None)
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
