@@ -2,7 +2,9 @@
 
 The tree is scanned first (sorted by name, breadth first, so inode numbers and the
 layout depend only on the tree). File data is then cut into pieces that worker
-threads read, hash (fs-verity level 0 and per-chunk SHA-256) and compress. Threads, not
+threads read, hash and compress. Each 4 KiB page is hashed once: that SHA-256 is both
+the page hash the reader verifies the page with and the fs-verity leaf of the file's
+Merkle tree, so only the tree's upper levels (1/128 of the leaves) are hashed again. Threads, not
 processes: pread, lz4 and hashlib all release the GIL, and with worker processes the
 cost of pickling every compressed chunk back to the parent and unpickling it there
 (about a quarter of the CPU time) outweighed what the GIL costs threads (measured on
@@ -12,13 +14,15 @@ image is the same byte for byte whatever --jobs is.
 
 Space is saved the way mksquashfs saves it: identical chunks are stored once (so
 identical files and runs of zeros cost one block), and the short last chunk of every
-file ("tail") is packed with others into shared fragment blocks.
+file ("tail") is packed with others into shared fragment blocks, each tail at a 4 KiB
+offset so that its pages are the fragment's pages and keep their leaf hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat as statmod
 import tempfile
 from collections import deque
@@ -134,20 +138,27 @@ def scan(source: bytes, warn: Warn, exclude: tuple[int, int] | None = None) -> l
     return nodes
 
 
+class _Chunk(NamedTuple):
+    key: bytes  # identifies the chunk's contents, for deduplication
+    hashes: bytes  # its page hashes
+    stored: bytes  # lz4 block, or the raw bytes when that is no smaller
+    length: int
+
+
 class _Piece(NamedTuple):
     level0: bytes  # fs-verity block hashes of the piece (empty when digest is set)
-    chunks: list[tuple[bytes, bytes, int]]  # (sha256, stored bytes, length) of full chunks
+    chunks: list[_Chunk]  # its full chunks
     tail: bytes  # the file's short last chunk, if this piece holds it
     tail_key: bytes  # identifies the tail's contents, for deduplication
+    tail_hashes: bytes  # the tail's page hashes
     digest: bytes  # the file's fs-verity digest, when the piece is the whole file
 
 
-def _compress(data: bytes | memoryview) -> tuple[bytes, bytes, int]:
-    digest = hashlib.sha256(data).digest()
+def _compress(data: bytes | memoryview) -> bytes:
     packed = lz4.block.compress(data, store_size=False)
     if len(packed) >= len(data):
         packed = bytes(data)  # raw: stored length == length marks it
-    return digest, packed, len(data)
+    return packed
 
 
 def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _Piece:
@@ -171,25 +182,26 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _P
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     mv = memoryview(data)
     whole = length - length % cs if last else length
-    # Chunk by chunk, each hashed twice and compressed while it is still in cache.
+    # Chunk by chunk, each hashed once, page by page, and compressed while it is still
+    # in cache. A full chunk's page hashes identify it (it has no zero padding), so
+    # dedup keys hash the hashes, not the bytes.
     chunks, hashes = [], []
     for o in range(0, whole, cs):
         chunk = mv[o : o + cs]
-        chunks.append(_compress(chunk))
-        hashes.append(verity.block_hashes(chunk))
+        leaves = verity.block_hashes(chunk)
+        hashes.append(leaves)
+        chunks.append(_Chunk(hashlib.sha256(leaves).digest(), leaves, _compress(chunk), cs))
     tail = bytes(mv[whole:])
-    hashes.append(verity.block_hashes(tail))
+    tail_hashes = verity.block_hashes(tail)
+    hashes.append(tail_hashes)
     level0 = b"".join(hashes)
-    # The tail starts on a 4 KiB boundary, so its fs-verity block hashes, with its
-    # length (zero padding makes "a" and "a\0" hash alike), identify it: tails are
-    # deduplicated without hashing their bytes a third time.
-    key = b""
-    if tail:
-        nblocks = -(-len(tail) // verity.BLOCK)
-        key = len(tail).to_bytes(4, "little") + level0[-32 * nblocks :]
+    # The tail's page hashes with its length (zero padding makes "a" and "a\0" hash
+    # alike) identify it.
+    key = len(tail).to_bytes(4, "little") + tail_hashes if tail else b""
     if start == 0 and last:  # the whole file: finish its digest here, not in the parent
-        return _Piece(b"", chunks, tail, key, verity.digest_from_level0(level0, length))
-    return _Piece(level0, chunks, tail, key, b"")
+        return _Piece(b"", chunks, tail, key, tail_hashes,
+                      verity.digest_from_level0(level0, length))
+    return _Piece(level0, chunks, tail, key, tail_hashes, b"")
 
 
 def _read_batch(items: list[tuple[bytes, int, int, int, bool]]) -> list[_Piece]:
@@ -222,44 +234,57 @@ class _Writer:
         self.pool = pool
         self.cs = cs
         self.offset = fmt.HEADER_SIZE
-        self.blocks: list[tuple[int, int, int, bytes]] = []
+        self.blocks: list[tuple[int, int, int]] = []  # offset, stored length, length
+        self.page_hashes: list[bytes] = []  # per block
         self.pending: deque[tuple[int, Future | tuple]] = deque()
         self.by_digest: dict[bytes, int] = {}
         self.tails: dict[bytes, _Loc] = {}
         self.fragment = bytearray()
         self.fragment_locs: list[_Loc] = []
+        self.fragment_hashes: list[bytes] = []
         self.count = 0
 
-    def chunk(self, digest: bytes, stored: bytes, length: int) -> _Loc:
-        block = self.by_digest.get(digest)
+    def chunk(self, chunk: _Chunk) -> _Loc:
+        block = self.by_digest.get(chunk.key)
         if block is None:
-            block = self.by_digest[digest] = self._new_block(
-                (digest, stored, length))
+            block = self.by_digest[chunk.key] = self._new_block(
+                chunk.hashes, (chunk.stored, chunk.length))
         return _Loc(block, 0)
 
-    def tail(self, data: bytes, key: bytes) -> _Loc:
+    def tail(self, data: bytes, key: bytes, hashes: bytes) -> _Loc:
         loc = self.tails.get(key)
         if loc is not None:
             return loc
-        if len(self.fragment) + len(data) > self.cs:
+        # Each tail starts on a page of the fragment, after zeros up to it: the
+        # fragment's pages are then the tails' own zero-padded last pages, so their
+        # hashes are the files' fs-verity leaves, computed once already.
+        at = -(-len(self.fragment) // fmt.PAGE) * fmt.PAGE
+        if at + len(data) > self.cs:
             self.close_fragment()
-        loc = self.tails[key] = _Loc(-1, len(self.fragment))
+            at = 0
+        self.fragment += bytes(at - len(self.fragment))
+        loc = self.tails[key] = _Loc(-1, at)
         self.fragment += data
         self.fragment_locs.append(loc)
+        self.fragment_hashes.append(hashes)
         return loc
 
     def close_fragment(self) -> None:
         if not self.fragment:
             return
-        block = self._new_block(self.pool.submit(_compress, bytes(self.fragment)))
+        data = bytes(self.fragment)
+        block = self._new_block(b"".join(self.fragment_hashes),
+                                self.pool.submit(_compress_fragment, data))
         for loc in self.fragment_locs:
             loc.block = block
         self.fragment = bytearray()
         self.fragment_locs = []
+        self.fragment_hashes = []
 
-    def _new_block(self, item: Future | tuple) -> int:
+    def _new_block(self, hashes: bytes, item: Future | tuple) -> int:
         block = self.count
         self.count += 1
+        self.page_hashes.append(hashes)
         self.pending.append((block, item))
         self.drain(wait=False)
         return block
@@ -272,10 +297,14 @@ class _Writer:
                     return
                 item = item.result()
             self.pending.popleft()
-            digest, stored, length = item
+            stored, length = item
             self.out.write(stored)
-            self.blocks.append((self.offset, len(stored), length, digest))
+            self.blocks.append((self.offset, len(stored), length))
             self.offset += len(stored)
+
+
+def _compress_fragment(data: bytes) -> tuple[bytes, int]:
+    return _compress(data), len(data)
 
 
 def _batches(files: list[_Node], cs: int):
@@ -314,10 +343,10 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
             nodes, nbytes, fut = window.popleft()
             inflight -= nbytes
             for (node, length, last), piece in zip(nodes, fut.result()):
-                for digest, stored, clen in piece.chunks:
-                    node.chunks.append(writer.chunk(digest, stored, clen))
+                for chunk in piece.chunks:
+                    node.chunks.append(writer.chunk(chunk))
                 if piece.tail:
-                    node.chunks.append(writer.tail(piece.tail, piece.tail_key))
+                    node.chunks.append(writer.tail(piece.tail, piece.tail_key, piece.tail_hashes))
                 if piece.digest:
                     node.digest = piece.digest
                 else:
@@ -361,11 +390,16 @@ def _tables(nodes: list[_Node], writer: _Writer) -> dict[str, bytes]:
             strings += node.target
         inodes.append(fmt.INODE.pack(node.kind, st.st_mode, st.st_uid, st.st_gid, node.nlink,
                                      st.st_mtime_ns, size, first, count, node.digest))
+    blocks, first_hash = [], 0
+    for (offset, stored, length), hashes in zip(writer.blocks, writer.page_hashes):
+        blocks.append(fmt.BLOCK.pack(offset, stored, length, first_hash))
+        first_hash += len(hashes) // fmt.PAGE_HASH
     return {
         "inodes": b"".join(inodes),
         "dirents": b"".join(dirents),
         "chunkmap": b"".join(chunkmap),
-        "blocks": b"".join(fmt.BLOCK.pack(*b) for b in writer.blocks),
+        "blocks": b"".join(blocks),
+        "pagehashes": b"".join(writer.page_hashes),
         "strings": bytes(strings),
     }
 
@@ -404,8 +438,17 @@ def build_image(source: str | bytes, dest: str | bytes, *, chunk_size: int = fmt
     files = [n for n in nodes if n.kind == fmt.KIND_FILE]
     file_bytes = sum(n.st.st_size for n in files)
     start(file_bytes, len(files))
-    fd, tmp = _temp_beside(dest)
+    # Ctrl-C or SIGTERM (made KeyboardInterrupt by the CLI) must not land between the
+    # temporary file's creation and the `try` that removes it: hold them off until then.
+    stop = {signal.SIGINT, signal.SIGTERM}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
     try:
+        fd, tmp = _temp_beside(dest)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             out.write(bytes(fmt.HEADER_SIZE))
             writer = _write_data(out, files, chunk_size, jobs, advance)

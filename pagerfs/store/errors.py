@@ -19,15 +19,22 @@ class BuildError(Exception):
 
 
 class StoreError(Exception):
-    """Pages of one file could not be supplied; names the file and the pages (inclusive)."""
+    """Pages of one file could not be supplied; names the file and the pages.
+
+    `first_page`..`last_page` (inclusive file pages) span the failed pages; `pages` is
+    exactly those that failed (all of the span unless told otherwise): a checksum
+    mismatch of one page need not fail its neighbours.
+    """
 
     code = "IO"
 
-    def __init__(self, path: bytes, first_page: int, last_page: int, reason: str):
+    def __init__(self, path: bytes, first_page: int, last_page: int, reason: str,
+                 pages: frozenset[int] | None = None):
         self.path = path
         self.first_page = first_page
         self.last_page = last_page
         self.reason = reason
+        self.pages = frozenset(range(first_page, last_page + 1)) if pages is None else pages
         super().__init__(
             f"{show(path)}: pages {first_page}-{last_page}: {self.code} ({reason})"
         )

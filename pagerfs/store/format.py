@@ -1,6 +1,6 @@
 """The on-disk layout of a pagerfs image (docs/FORMAT.md is the prose version).
 
-    [header][data: stored blocks ...][inodes][dirents][chunk map][blocks][strings]
+    [header][data: stored blocks ...][inodes][dirents][chunk map][blocks][page hashes][strings]
 
 All integers are little endian. The header is written last, once every table's
 offset, length and SHA-256 is known; its own SHA-256 closes it.
@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = b"PAGERFS\0"
-VERSION = 1
+VERSION = 2
 PAGE = 4096
 MIN_CHUNK_SHIFT = 12  # one page
 MAX_CHUNK_SHIFT = 22  # 4 MiB: keeps every allocation of a reader small
@@ -27,7 +27,7 @@ KIND_SYMLINK = 3
 # block count, data offset, data end, total file bytes
 FIXED = struct.Struct("<8sIIIIQQQQQQ")
 TABLE = struct.Struct("<QQ32s")  # offset, length, sha256 of the table's bytes
-TABLE_NAMES = ("inodes", "dirents", "chunkmap", "blocks", "strings")
+TABLE_NAMES = ("inodes", "dirents", "chunkmap", "blocks", "pagehashes", "strings")
 HEADER_SIZE = FIXED.size + len(TABLE_NAMES) * TABLE.size + 32
 
 # kind, mode, uid, gid, nlink, mtime_ns, size, first, count, fs-verity digest.
@@ -35,14 +35,22 @@ HEADER_SIZE = FIXED.size + len(TABLE_NAMES) * TABLE.size + 32
 # target in the strings table (count = size).
 INODE = struct.Struct("<BxxxIIIIqQQI32s")
 DIRENT = struct.Struct("<QII")  # name offset in strings, name length, inode
-CHUNKMAP = struct.Struct("<II")  # block, offset of this chunk's bytes in the block
-BLOCK = struct.Struct("<QII32s")  # offset in image, stored length, length, sha256
+# block, offset of this chunk's bytes in the block (a multiple of PAGE, so that the
+# chunk's pages are the block's pages)
+CHUNKMAP = struct.Struct("<II")
+# offset in image, stored length, uncompressed length, index of the block's first page
+# hash in the page hash table (its ceil(length / PAGE) hashes follow, block by block)
+BLOCK = struct.Struct("<QIIQ")
+# SHA-256 of one 4 KiB page of a block's uncompressed bytes, the last page zero padded:
+# the fs-verity leaf hash of the file page it holds
+PAGE_HASH = 32
 
 RECORD_SIZES = {
     "inodes": INODE.size,
     "dirents": DIRENT.size,
     "chunkmap": CHUNKMAP.size,
     "blocks": BLOCK.size,
+    "pagehashes": PAGE_HASH,
     "strings": 1,
 }
 
@@ -93,6 +101,8 @@ def unpack_header(raw: bytes) -> Header:
         raise HeaderError("not a pagerfs image (bad magic)")
     (_, version, header_size, chunk_shift, flags, image_size, inode_count, block_count,
      data_offset, data_end, file_bytes) = FIXED.unpack_from(raw)
+    if version == 1:
+        raise HeaderError("image format version 1; rebuild it with this pagerfs")
     if version != VERSION:
         raise HeaderError(f"unsupported format version {version} (this pagerfs reads {VERSION})")
     if header_size != HEADER_SIZE:
@@ -107,3 +117,8 @@ def unpack_header(raw: bytes) -> Header:
         tables[name] = Table(*TABLE.unpack_from(raw, FIXED.size + i * TABLE.size))
     return Header(version, chunk_shift, flags, image_size, inode_count, block_count,
                   data_offset, data_end, file_bytes, tables)
+
+
+def pages_of(length: int) -> int:
+    """Pages (and so page hashes) of `length` bytes: the last, short page counts."""
+    return -(-length // PAGE)

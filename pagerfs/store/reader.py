@@ -2,8 +2,10 @@
 
 Everything but file data is loaded and checked at open (it is small, and bounded by
 the image size, which every table length is checked against before it is read). After
-that the read path is one pread, one lz4 call and one SHA-256 per chunk; lz4 and
-hashlib release the GIL, so two pager threads read in parallel.
+that the read path is one pread and one lz4 call per chunk, and one SHA-256 per page
+the caller asks to have verified (each 4 KiB page has its own hash in the image, so a
+random 4 KiB read hashes 4 KiB, not the whole chunk); lz4 and hashlib release the GIL,
+so two pager threads read in parallel.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable
 import lz4.block
 
 from pagerfs.store import format as fmt
+from pagerfs.store import verity
 from pagerfs.store.errors import FormatError, IntegrityError, StoreIOError, show
 
 Tamper = Callable[[bytes], bytes]
@@ -64,6 +67,33 @@ class ImageInfo:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkPages:
+    """One chunk's bytes, of which only some pages were verified (Image.read_chunk_pages).
+
+    `data` is the chunk's whole uncompressed bytes (as read_chunk returns them) and
+    data[0] is file page `first_page`. Only the pages of `verified` were checked against
+    their hashes, and those in `bad` failed: a caller may use the bytes of the pages of
+    `verified` not in `bad`, and nothing else of `data` (unverified bytes may be damaged).
+    """
+
+    data: bytes
+    first_page: int
+    verified: range  # file pages checked
+    bad: frozenset[int]  # file pages of `verified` whose hash did not match
+
+    def good(self) -> list[int]:
+        """The verified pages that passed, in order."""
+        return [p for p in self.verified if p not in self.bad]
+
+    def page(self, page: int) -> bytes:
+        """The bytes of one good page (short at EOF); ValueError for any other page."""
+        if page not in self.verified or page in self.bad:
+            raise ValueError(f"page {page} was not verified good")
+        start = (page - self.first_page) * fmt.PAGE
+        return self.data[start : start + fmt.PAGE]
+
+
 class _BlockFailure(Exception):
     """A stored block could not be supplied; the caller names the file and pages."""
 
@@ -77,7 +107,7 @@ def _not_found(ino: int) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, f"no inode {ino} in the image")
 
 
-FRAGMENT_CACHE = 8  # verified fragment blocks kept per open image (1 MiB at 128 KiB)
+FRAGMENT_CACHE = 8  # decompressed fragment blocks kept per open image (1 MiB at 128 KiB)
 
 
 class Image:
@@ -88,10 +118,11 @@ class Image:
     def __init__(self, fd: int, path: str, header: fmt.Header, tables: dict[str, bytes],
                  fragment_cache: int = FRAGMENT_CACHE):
         self._fd = fd
-        # Small files share fragment blocks; reading N of them would decompress and
-        # hash the same block N times. Only blocks that passed verification are kept,
+        # Small files share fragment blocks; reading N of them would read and
+        # decompress the same block N times. The cache holds decompressed, unverified
+        # blocks: every read still verifies the pages it returns against their hashes,
         # and a read with `tamper` never uses the cache, so injected or at-rest damage
-        # is always seen by the first read of a block.
+        # is seen by every read of the damaged pages.
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_size = fragment_cache
         self._cache_lock = threading.Lock()
@@ -102,6 +133,7 @@ class Image:
         self._inodes = list(fmt.INODE.iter_unpack(tables["inodes"]))
         self._chunkmap = list(fmt.CHUNKMAP.iter_unpack(tables["chunkmap"]))
         self._blocks = list(fmt.BLOCK.iter_unpack(tables["blocks"]))
+        self._page_hashes = tables["pagehashes"]
         self._strings = tables["strings"]
         self._children: dict[int, dict[bytes, int]] = {}
         self._parent: list[int] = []
@@ -141,10 +173,18 @@ class Image:
         if len(self._blocks) != h.block_count:
             raise self._bad("block count")
         cs = self.chunk_size
-        for off, slen, ulen, _ in self._blocks:
+        hashes = 0
+        for b, (off, slen, ulen, first_hash) in enumerate(self._blocks):
             if not (h.data_offset <= off and off + slen <= h.data_end
                     and 1 <= ulen <= cs and 1 <= slen <= ulen):
                 raise self._bad(f"block at {off} out of bounds")
+            # Blocks' page hashes follow each other in block order, so every block's
+            # range lies inside the table and no two overlap.
+            if first_hash != hashes:
+                raise self._bad(f"block {b}: page hashes out of place")
+            hashes += fmt.pages_of(ulen)
+        if hashes * fmt.PAGE_HASH != len(self._page_hashes):
+            raise self._bad("page hash count does not match the blocks")
         nblocks = len(self._blocks)
         nstrings = len(self._strings)
         for i, (kind, mode, _uid, _gid, _nl, _mt, size, first, count, _d) in enumerate(self._inodes):
@@ -159,7 +199,8 @@ class Image:
                 for j in range(count):
                     block, boff = self._chunkmap[first + j]
                     length = min(cs, size - j * cs)
-                    if block >= nblocks or boff + length > self._blocks[block][2]:
+                    if (block >= nblocks or boff % fmt.PAGE
+                            or boff + length > self._blocks[block][2]):
                         raise self._bad(f"inode {i + 1}: chunk {j} out of bounds")
             else:
                 target = self._strings[first : first + count]
@@ -313,14 +354,59 @@ class Image:
         return first, min(ppc, -(-size // fmt.PAGE) - first)
 
     def read_chunk(self, ino: int, index: int, tamper: Tamper | None = None) -> bytes:
+        """The chunk's uncompressed bytes, every page verified.
+
+        IntegrityError names the pages that failed (`pages`; `first_page`..`last_page`
+        span them), or all the chunk's pages when it did not decompress; StoreIOError
+        all the chunk's pages.
+        """
+        cp = self._read(ino, index, tamper, 0, 1 << 62)
+        if cp.bad:
+            raise IntegrityError(self.path_of(ino), min(cp.bad), max(cp.bad),
+                                 "checksum mismatch", pages=cp.bad)
+        return cp.data
+
+    def read_chunk_pages(self, ino: int, index: int, first_page: int, npages: int,
+                         tamper: Tamper | None = None) -> ChunkPages:
+        """Chunk `index` of the file, verifying only file pages [first_page,
+        first_page + npages) clipped to the chunk; see ChunkPages for what may be used.
+
+        A failed page hash is reported in the result, not raised. A chunk that does not
+        decompress (to the right length) raises IntegrityError, an unreadable image
+        StoreIOError, both naming all the chunk's pages: nothing of it is usable.
+        """
+        if first_page < 0 or npages < 0:
+            raise ValueError(f"bad page range {first_page}+{npages}")
+        return self._read(ino, index, tamper, first_page, npages)
+
+    def read_pages(self, ino: int, first_page: int, npages: int) -> bytes:
+        chunks = self.chunk_range(ino, first_page, npages)
+        if not chunks:
+            return b""
+        parts = []
+        for i in chunks:
+            cp = self._read(ino, i, None, first_page, npages)
+            if cp.bad:
+                raise IntegrityError(self.path_of(ino), min(cp.bad), max(cp.bad),
+                                     "checksum mismatch", pages=cp.bad)
+            parts.append(cp.data)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        skip = first_page * fmt.PAGE - chunks.start * self.chunk_size
+        return data[skip : skip + npages * fmt.PAGE]  # no copy when it is all of data
+
+    def _read(self, ino: int, index: int, tamper: Tamper | None, first_page: int,
+              npages: int) -> ChunkPages:
         size, first, count = self._file(ino)
         if not 0 <= index < count:
             raise IndexError(f"chunk {index} of a file with {count} chunks")
         block, offset = self._chunkmap[first + index]
         length = min(self.chunk_size, size - index * self.chunk_size)
+        chunk_first = index * self._pages_per_chunk
+        chunk_end = chunk_first + fmt.pages_of(length)
         shared = offset != 0 or length != self._blocks[block][2]
+        cached = shared and tamper is None and self._cache_size
         data = None
-        if shared and tamper is None and self._cache_size:
+        if cached:
             with self._cache_lock:
                 data = self._cache.get(block)
                 if data is not None:
@@ -329,28 +415,36 @@ class Image:
             try:
                 data = self._load_block(block, tamper)
             except _BlockFailure as fail:
-                first_page, npages = self.chunk_pages(ino, index)
-                raise fail.error(self.path_of(ino), first_page, first_page + npages - 1,
+                raise fail.error(self.path_of(ino), chunk_first, chunk_end - 1,
                                  fail.reason) from None
-            if shared and tamper is None and self._cache_size:
+            if cached:
                 with self._cache_lock:
                     self._cache[block] = data
                     if len(self._cache) > self._cache_size:
                         self._cache.popitem(last=False)
-        if not shared:
-            return data
-        return data[offset : offset + length]
+        lo = max(first_page, chunk_first)
+        hi = max(lo, min(first_page + npages, chunk_end))
+        at = offset // fmt.PAGE - chunk_first  # block page of file page p is p + at
+        bad = self._bad_pages(block, data, lo + at, hi - lo)
+        return ChunkPages(data[offset : offset + length] if shared else data, chunk_first,
+                          range(lo, hi), frozenset(p - at for p in bad))
 
-    def read_pages(self, ino: int, first_page: int, npages: int) -> bytes:
-        chunks = self.chunk_range(ino, first_page, npages)
-        if not chunks:
-            return b""
-        data = b"".join([self.read_chunk(ino, i) for i in chunks])
-        skip = first_page * fmt.PAGE - chunks.start * self.chunk_size
-        return data[skip : skip + npages * fmt.PAGE]  # no copy when it is all of data
+    def _bad_pages(self, block: int, data: bytes, first: int, n: int) -> list[int]:
+        """The pages of block pages [first, first + n) whose hash is not in the table."""
+        if n <= 0:
+            return []
+        base = (self._blocks[block][3] + first) * fmt.PAGE_HASH
+        want = self._page_hashes[base : base + n * fmt.PAGE_HASH]
+        # Only the block's last page can be short; block_hashes zero pads it.
+        got = verity.block_hashes(memoryview(data)[first * fmt.PAGE : (first + n) * fmt.PAGE])
+        if got == want:
+            return []
+        h = fmt.PAGE_HASH
+        return [first + i for i in range(n) if got[i * h : (i + 1) * h] != want[i * h : (i + 1) * h]]
 
     def _load_block(self, block: int, tamper: Tamper | None = None) -> bytes:
-        offset, stored, length, digest = self._blocks[block]
+        """The block's uncompressed bytes, not yet verified (see _bad_pages)."""
+        offset, stored, length, _ = self._blocks[block]
         try:
             data = os.pread(self._fd, stored, offset)
         except OSError as err:
@@ -364,11 +458,21 @@ class Image:
                 data = lz4.block.decompress(data, uncompressed_size=length)
             except lz4.block.LZ4BlockError:
                 raise _BlockFailure(IntegrityError, "lz4 decompression failed") from None
-            if len(data) != length:
-                raise _BlockFailure(IntegrityError, "lz4 decompressed to the wrong size")
-        if hashlib.sha256(data).digest() != digest:
-            raise _BlockFailure(IntegrityError, "checksum mismatch")
+        if len(data) != length:
+            # lz4 decoded short, or a tamper hook changed the length of raw bytes
+            raise _BlockFailure(IntegrityError, "wrong uncompressed length")
         return data
+
+    def _check_block(self, block: int) -> tuple[type, frozenset[int]] | None:
+        """For the scrub: None if every page of the block verifies, else the error and
+        the bad pages of the block (all of them when it cannot be read or decoded)."""
+        npages = fmt.pages_of(self._blocks[block][2])
+        try:
+            data = self._load_block(block)
+        except _BlockFailure as fail:
+            return fail.error, frozenset(range(npages))
+        bad = self._bad_pages(block, data, 0, npages)
+        return (IntegrityError, frozenset(bad)) if bad else None
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pagerfs.store import BuildError, FormatError, Image, build_image
+from pagerfs.store import BuildError, FormatError, Image, IntegrityError, build_image
 from pagerfs.store import format as fmt
 
 COMMANDS = [["verify"], ["ls"], ["cat", None, "/f"], ["corrupt", None, "/f", "--page", "0"]]
@@ -76,15 +76,28 @@ def test_truncated_image_is_refused(image, cli):
             Image.open(image)
 
 
-def test_other_version_is_refused(image, cli, forge):
+def _with_version(image, version: int) -> None:
     raw = bytearray(image.read_bytes())
     header = fmt.unpack_header(bytes(raw[: fmt.HEADER_SIZE]))
     fields = {f: getattr(header, f) for f in header.__dataclass_fields__}
-    raw[: fmt.HEADER_SIZE] = fmt.pack_header(fmt.Header(**{**fields, "version": 2}))
+    raw[: fmt.HEADER_SIZE] = fmt.pack_header(fmt.Header(**{**fields, "version": version}))
     image.write_bytes(bytes(raw))
+
+
+def test_other_version_is_refused(image, cli, forge):
+    _with_version(image, 3)
     r = cli(["ls", str(image)])
     one_line_failure(r)
-    assert b"unsupported format version 2" in r.err
+    assert b"unsupported format version 3" in r.err
+
+
+def test_format_1_image_is_refused_with_advice(image, cli):
+    # Version 1 (one SHA-256 per block) images are not read; the message says what to do.
+    _with_version(image, 1)
+    for args in (["ls", str(image)], ["verify", str(image)]):
+        r = cli(args)
+        one_line_failure(r)
+        assert b"image format version 1; rebuild it with this pagerfs" in r.err
 
 
 def _rename_entry(tables: dict[str, bytes], old: bytes, new: bytes) -> dict[str, bytes]:
@@ -168,12 +181,83 @@ def test_forged_cycle_and_bounds_are_refused(image, cli, forge, tmp_path):
         Image.open(image)
     image.write_bytes(pristine)
     blocks = bytearray(tables_of(image)["blocks"])
-    off, stored, length, digest = fmt.BLOCK.unpack_from(blocks, 0)
-    fmt.BLOCK.pack_into(blocks, 0, off, stored + 10**9, length, digest)
+    off, stored, length, first_hash = fmt.BLOCK.unpack_from(blocks, 0)
+    fmt.BLOCK.pack_into(blocks, 0, off, stored + 10**9, length, first_hash)
     reseal(image, {"blocks": bytes(blocks)})
     with pytest.raises(FormatError, match="out of bounds"):
         Image.open(image)
     one_line_failure(cli(["cat", str(image), "f"]))
+
+
+def _forge_block(image, forge, block: int, **change) -> None:
+    reseal, tables_of = forge
+    blocks = bytearray(tables_of(image)["blocks"])
+    at = block * fmt.BLOCK.size
+    off, stored, length, first_hash = fmt.BLOCK.unpack_from(blocks, at)
+    rec = {"off": off, "stored": stored, "length": length, "first_hash": first_hash, **change}
+    fmt.BLOCK.pack_into(blocks, at, *rec.values())
+    reseal(image, {"blocks": bytes(blocks)})
+
+
+def test_forged_page_hash_ranges_are_refused(image, cli, forge):
+    reseal, tables_of = forge
+    pristine = image.read_bytes()
+    tables = tables_of(image)
+    nblocks = len(tables["blocks"]) // fmt.BLOCK.size
+    assert nblocks >= 2
+    last = fmt.BLOCK.unpack_from(tables["blocks"], (nblocks - 1) * fmt.BLOCK.size)
+    cases = [
+        (0, {"first_hash": 1}, "page hashes out of place"),  # overlaps block 1's
+        (nblocks - 1, {"first_hash": 10**12}, "page hashes out of place"),  # past the table
+        # one page fewer in the last block: the table has a hash too many
+        (nblocks - 1, {"length": last[2] - 4096, "stored": min(last[1], last[2] - 4096)},
+         "page hash count"),
+    ]
+    assert last[2] > 4096
+    for block, change, reason in cases:
+        image.write_bytes(pristine)
+        _forge_block(image, forge, block, **change)
+        with pytest.raises(FormatError, match=reason):
+            Image.open(image)
+        for r in run_all(cli, image):
+            one_line_failure(r)
+    # A chunk that does not start on a page of its block.
+    image.write_bytes(pristine)
+    chunkmap = bytearray(tables["chunkmap"])
+    block, offset = fmt.CHUNKMAP.unpack_from(chunkmap, 0)
+    fmt.CHUNKMAP.pack_into(chunkmap, 0, block, offset + 1)
+    reseal(image, {"chunkmap": bytes(chunkmap)})
+    with pytest.raises(FormatError, match="chunk 0 out of bounds"):
+        Image.open(image)
+
+
+def test_forged_page_hash_fails_exactly_its_page(image, small_tree, cli, forge):
+    # A forger who rewrites a page hash (and every checksum above it) gets an image that
+    # opens, and whose one page fails: the reader, verify and cat all say so.
+    reseal, tables_of = forge
+    data = (small_tree / "f").read_bytes()
+    with Image.open(image) as img:
+        ino = img.resolve("f")
+        block, offset = img._chunkmap[img._inodes[ino - 1][7] + 1]  # chunk 1: pages 4-7
+        first_hash = img._blocks[block][3]
+    page = 6
+    at = (first_hash + offset // 4096 + page - 4) * fmt.PAGE_HASH
+    hashes = bytearray(tables_of(image)["pagehashes"])
+    hashes[at] ^= 1
+    reseal(image, {"pagehashes": bytes(hashes)})
+    with Image.open(image) as img:
+        ino = img.resolve("f")
+        with pytest.raises(IntegrityError) as caught:
+            img.read_chunk(ino, 1)
+        assert (caught.value.first_page, caught.value.last_page, caught.value.pages) == (6, 6, {6})
+        cp = img.read_chunk_pages(ino, 1, 4, 2)  # pages 4 and 5 only: both good
+        assert (cp.verified, cp.bad) == (range(4, 6), frozenset())
+        assert cp.data[: 2 * 4096] == data[4 * 4096 : 6 * 4096]
+        assert img.read_pages(ino, 7, 1) == data[7 * 4096 : 8 * 4096]
+        with pytest.raises(IntegrityError):
+            img.read_pages(ino, 5, 2)
+    v = cli(["verify", str(image)])
+    assert v.rc == 1 and v.out.splitlines() == [b"/f: pages 6-6: IO_DATA_INTEGRITY"], v
 
 
 def test_mkimage_bad_arguments(tmp_path, cli, small_tree):
