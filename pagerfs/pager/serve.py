@@ -176,25 +176,47 @@ class RequestServer:
         self._fail_pages(req)
 
     def _serve_plain(self, aux: int, req: Request) -> bool:
-        """The common case, no fault rule on the file: whole chunks, page ranges only.
+        """The common case, no fault rule on the file: page ranges only.
 
-        False if some chunk could not be read; the pages supplied so far are noted in
+        A request that continues a sequential stream gets whole chunks (the rest of a
+        chunk is read-ahead: it had to be decompressed anyway, and verifying a whole
+        chunk is one hash). Any other request gets its own pages only, and only they
+        are verified (a random 4 KiB read need not hash 128 KiB).
+        False if some page could not be served; the pages supplied so far are noted in
         req.supplied and the general path then serves (and fails) the rest.
         """
         img = self.image
         npages = req.last_page - req.first_page + 1
+        whole = self._continues_stream(req)
         for index in img.chunk_range(req.ino, req.first_page, npages):
             first, count = img.chunk_pages(req.ino, index)
+            lo = max(first, req.first_page)
+            hi = min(first + count, req.last_page + 1)
             try:
-                data, fresh = self._chunk(req.ino, index)
+                if whole or (lo, hi) == (first, first + count):
+                    data, fresh = self._chunk(req.ino, index)
+                    lo, hi = first, first + count
+                else:
+                    cp = img.read_chunk_pages(req.ino, index, lo, hi - lo)
+                    if cp.bad:
+                        return False
+                    data, fresh = cp.data, True
             except (IntegrityError, StoreIOError):
                 return False
             if fresh:
                 self.stats.add(req.ino, chunks_read=1, bytes_read_from_image=len(data))
-            self._supply_run(aux, req.ino, req.vmo, first, data, first, count, count=fresh)
-            req.supplied.update(range(max(first, req.first_page),
-                                      min(first + count, req.last_page + 1)))
+            self._supply_run(aux, req.ino, req.vmo, first, data, lo, hi - lo, count=fresh)
+            req.supplied.update(range(max(lo, req.first_page), min(hi, req.last_page + 1)))
         return True
+
+    def _continues_stream(self, req: Request) -> bool:
+        """Whether the request starts where the file's last one or its read-ahead left
+        off (or at the start of the file)."""
+        if req.first_page == 0:
+            return True
+        with self._streams_lock:
+            st = self._streams.get(req.ino)
+            return st is not None and st.first_page <= req.first_page <= st.ahead_end
 
     def _plan_ahead(self, req: Request) -> None:
         """If the request continues a sequential stream, hand the next chunks to the
@@ -325,7 +347,7 @@ class RequestServer:
         chunk_pages = set(range(first, first + count))
 
         def named(err) -> set[int]:
-            return set(range(err.first_page, err.last_page + 1)) & chunk_pages
+            return set(err.pages) & chunk_pages
 
         bad: dict[str, set[int]] = {}
         if corrupt:
@@ -344,7 +366,20 @@ class RequestServer:
                 return None, bad
         try:
             data, fresh = self._chunk(req.ino, index)
-        except (IntegrityError, StoreIOError) as err:
+        except IntegrityError as err:
+            if named(err) == chunk_pages:
+                bad.setdefault(_store_status(err), set()).update(chunk_pages)
+                return None, bad
+            # Some pages failed their hashes: read it again page by page, so that the
+            # good pages are still served and only the damaged ones fail.
+            try:
+                cp = img.read_chunk_pages(req.ino, index, first, count)
+            except (IntegrityError, StoreIOError) as again:
+                bad.setdefault(_store_status(again), set()).update(named(again) or chunk_pages)
+                return None, bad
+            bad.setdefault("IO_DATA_INTEGRITY", set()).update(cp.bad)
+            data, fresh = cp.data, True
+        except StoreIOError as err:
             bad.setdefault(_store_status(err), set()).update(named(err) or chunk_pages)
             return None, bad
         if fresh:

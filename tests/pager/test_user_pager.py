@@ -88,6 +88,23 @@ def test_only_the_rule_pages_fail_with_their_status(pager, source, error, status
         pager.close(ino)
 
 
+def test_a_random_read_is_served_its_own_pages_and_a_stream_whole_chunks(pager, source):
+    data, _ = source
+    ino = pager.image.resolve(b"f")
+    vmo = pager.open(ino)
+    try:
+        # Page 9 starts no stream: only it is verified and supplied, not its chunk.
+        assert read_pages(vmo, 9, 1) == data[9 * PAGE:10 * PAGE]
+        assert pager.committed_pages(ino) == 1
+        assert pager.stats.snapshot(ino)["pages_supplied"] == 1
+        # Page 0 starts a stream: at least its whole chunk (pages 0-3) comes in.
+        assert read_pages(vmo, 0, 1) == data[:PAGE]
+        assert pager.wait_read_ahead(30)
+        assert pager.committed_pages(ino) >= 1 + 4
+    finally:
+        pager.close(ino)
+
+
 def test_adding_a_rule_evicts_present_pages(pager, source):
     data, _ = source
     ino = pager.image.resolve(b"f")
@@ -102,11 +119,14 @@ def test_adding_a_rule_evicts_present_pages(pager, source):
         pager.close(ino)
 
 
-def test_real_damage_in_the_image_fails_its_chunk_only(source, tmp_path):
+def test_real_damage_in_the_image_fails_exactly_the_damaged_pages(source, tmp_path):
     data, image = source
     damaged = tmp_path / "damaged.img"
     damaged.write_bytes(image.read_bytes())
-    corrupt(str(damaged), b"f", 9)
+    # The store's offline check says which pages are lost; the pager must agree.
+    lost = {p for d in corrupt(str(damaged), b"f", 9) if d.path.lstrip(b"/") == b"f"
+            for p in range(d.first_page, d.last_page + 1)}
+    assert 9 in lost and lost <= set(range(8, 12))  # the damage stays in its chunk
     with Image.open(damaged) as img:
         up = UserPager(img, threads=1)
         ino = img.resolve(b"f")
@@ -114,10 +134,10 @@ def test_real_damage_in_the_image_fails_its_chunk_only(source, tmp_path):
         try:
             for page in range(16):
                 got = outcome(vmo, page, len(data))
-                if 8 <= page <= 11:  # the chunk holding page 9
-                    assert got == zx.ZX_ERR_IO_DATA_INTEGRITY
+                if page in lost:
+                    assert got == zx.ZX_ERR_IO_DATA_INTEGRITY, page
                 else:
-                    assert got == data[page * PAGE:(page + 1) * PAGE]
+                    assert got == data[page * PAGE:(page + 1) * PAGE], page
         finally:
             up.close(ino)
             up.stop()
@@ -150,6 +170,9 @@ class BrokenImage:
         return getattr(self._image, name)
 
     def read_chunk(self, ino, index, tamper=None):
+        raise RuntimeError("a bug in the store")
+
+    def read_chunk_pages(self, ino, index, first_page, npages, tamper=None):
         raise RuntimeError("a bug in the store")
 
 
