@@ -36,3 +36,35 @@ def test_piecewise_level0_equals_whole():
     pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
     level0 = b"".join(block_hashes(p) for p in pieces)
     assert digest_from_level0(level0, len(data)) == fsverity_digest(data)
+
+
+def test_page_hashes_are_the_files_fsverity_leaves(tmp_path):
+    # Format 2 stores one hash per 4 KiB page of each block; with chunks and tails at
+    # 4 KiB offsets of their blocks, every file page's hash in the table is the page's
+    # fs-verity leaf, and the file's digest is the tree built on exactly those leaves.
+    from pagerfs.store import Image, build_image
+    from pagerfs.store import format as fmt
+
+    rng = random.Random(5)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    files = {"big": rng.randbytes(3 * 16384 + 5000), "text": b"page " * 9000,
+             "one": b"x", "two-pages": rng.randbytes(4097), "page": rng.randbytes(4096)}
+    for name, data in files.items():
+        (tree / name).write_bytes(data)
+    image = tmp_path / "img"
+    build_image(tree, image, chunk_size=16384)
+    with Image.open(image) as img:
+        for name, data in files.items():
+            ino = img.resolve(name)
+            _, _, _, _, _, _, size, first, count, digest = img._inodes[ino - 1]
+            leaves = []
+            for index in range(count):
+                block, offset = img._chunkmap[first + index]
+                assert offset % fmt.PAGE == 0, (name, index)
+                npages = img.chunk_pages(ino, index)[1]
+                at = (img._blocks[block][3] + offset // fmt.PAGE) * fmt.PAGE_HASH
+                leaves.append(img._page_hashes[at : at + npages * fmt.PAGE_HASH])
+            level0 = b"".join(leaves)
+            assert level0 == block_hashes(data), name
+            assert digest == digest_from_level0(level0, size) == fsverity_digest(data)
