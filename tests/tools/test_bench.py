@@ -324,13 +324,14 @@ def test_daemon_is_found_by_the_mountpoint_in_its_command_line(tmp_path):
 def test_hops_cut_each_missing_read_at_its_stamps_and_skip_hits():
     from benchlib import hops
     S = hops.SEQUENCE
-    events = [(1010, S[0]), (1020, S[1]), (1030, "page request queued on the port"), (1100, S[-2]),
+    assert S[1] == "page request queued on the port"
+    events = [(1010, S[0]), (1020, S[1]), (1030, S[2]), (1100, S[-2]),
               (1150, S[-1]),  # a miss inside the window (1000, 1200)
               (2010, S[0]), (2050, S[-1])]  # a hit: no page request
     out = hops.split(events, [(1000, 1200), (2000, 2100)])
     assert out["total"] == [0.2]  # only the miss, in µs
     assert out[f"client pread() → {S[0]}"] == [0.01]
-    assert out[f"{S[1]} → page request queued on the port"] == [0.01]
+    assert out[f"{S[1]} → {S[2]}"] == [0.01]
     assert out[f"{S[-1]} → client pread() returns"] == [0.05]
 
 
