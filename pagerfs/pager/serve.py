@@ -193,7 +193,7 @@ class RequestServer:
             lo = max(first, req.first_page)
             hi = min(first + count, req.last_page + 1)
             try:
-                if whole or (lo, hi) == (first, first + count):
+                if whole or (lo, hi) == (first, first + count) or self._claimed(req.ino, index):
                     data, fresh = self._chunk(req.ino, index)
                     lo, hi = first, first + count
                 else:
@@ -208,6 +208,11 @@ class RequestServer:
             self._supply_run(aux, req.ino, req.vmo, first, data, lo, hi - lo, count=fresh)
             req.supplied.update(range(max(lo, req.first_page), min(hi, req.last_page + 1)))
         return True
+
+    def _claimed(self, ino: int, index: int) -> bool:
+        """Whether read-ahead has the chunk (then _chunk shares its work)."""
+        with self._streams_lock:
+            return (ino, index) in self._claims
 
     def _continues_stream(self, req: Request) -> bool:
         """Whether the request starts where the file's last one or its read-ahead left
