@@ -438,9 +438,10 @@ class PagerVmo(Vmo):
                     i += 1
             scanner.account(added)
             finished = self._continue_reads() if self._resumed else ()
-        scanner.over_limit()
+        # Readers first: their bytes are gathered already, eviction cannot take them.
         for op in finished:
             op.finish()
+        scanner.over_limit()
 
     def fail(self, first: int, last: int, status: int) -> None:
         if first >= last:
