@@ -269,3 +269,33 @@ def test_fragment_cache_holds_unverified_blocks_and_every_read_verifies(pristine
             img.read_chunk(ino, 0)
         assert caught.value.pages == {1}  # byte 5000 is in the file's page 1
         assert img.read_pages(ino, 0, 1) == want[:4096]
+
+
+def test_damage_in_a_fragment_fails_only_the_tail_it_is_in(pristine, tree, image, forge):
+    # Tails share a fragment block but each has pages of its own there, so a bad page
+    # hash of one tail fails that tail's page, and its neighbours still read. (With one
+    # hash per block, all of them failed.)
+    reseal, tables_of = forge
+    with Image.open(pristine) as img:
+        a, b = img.resolve("d/small-a"), img.resolve("d/small-b")
+        block_a, offset_a = img._chunkmap[img._inodes[a - 1][7]]
+        block_b, offset_b = img._chunkmap[img._inodes[b - 1][7]]
+        assert block_a == block_b and offset_a != offset_b  # one fragment, two tails
+        at = (img._blocks[block_b][3] + offset_b // 4096 + 1) * 32  # small-b's page 1
+    hashes = bytearray(tables_of(image)["pagehashes"])
+    hashes[at] ^= 0x80
+    reseal(image, {"pagehashes": bytes(hashes)})
+    want_b = (tree / "d" / "small-b").read_bytes()
+    with Image.open(image) as img:
+        a, b = img.resolve("d/small-a"), img.resolve("d/small-b")
+        assert img.read_chunk(a, 0) == (tree / "d" / "small-a").read_bytes()
+        with pytest.raises(IntegrityError) as caught:
+            img.read_chunk(b, 0)
+        assert caught.value.pages == {1}
+        cp = img.read_chunk_pages(b, 0, 0, 3)
+        assert (cp.verified, cp.bad) == (range(0, 3), frozenset({1}))
+        assert cp.page(0) == want_b[:4096] and cp.page(2) == want_b[8192:]
+        # Served from the fragment cache now: still checked, page by page.
+        assert img.read_pages(b, 2, 1) == want_b[8192:]
+        with pytest.raises(IntegrityError):
+            img.read_pages(b, 1, 1)
