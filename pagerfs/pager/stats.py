@@ -5,6 +5,9 @@ from __future__ import annotations
 import collections
 import threading
 
+# pages_supplied counts pages handed to zx_pager_supply_pages. The kernel skips pages
+# already present, so it can exceed a file's size in pages: read-ahead may supply a
+# chunk a request is serving too, and pages evicted under the budget are supplied again.
 FIELDS = ("page_requests", "pages_requested", "pages_supplied", "chunks_read",
           "bytes_read_from_image", "delays")
 
