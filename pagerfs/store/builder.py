@@ -4,7 +4,9 @@ The tree is scanned first (sorted by name, breadth first, so inode numbers and t
 layout depend only on the tree). File data is then cut into pieces that worker
 threads read, hash and compress. Each 4 KiB page is hashed once: that SHA-256 is both
 the page hash the reader verifies the page with and the fs-verity leaf of the file's
-Merkle tree, so only the tree's upper levels (1/128 of the leaves) are hashed again. Threads, not
+Merkle tree, so only the tree's upper levels (1/128 of the leaves) are hashed again.
+Each block is hashed once more as a whole (its block digest, which lets a reader verify
+a whole chunk with one hash call), in the worker that holds its bytes. Threads, not
 processes: pread, lz4 and hashlib all release the GIL, and with worker processes the
 cost of pickling every compressed chunk back to the parent and unpickling it there
 (about a quarter of the CPU time) outweighed what the GIL costs threads (measured on
@@ -139,7 +141,7 @@ def scan(source: bytes, warn: Warn, exclude: tuple[int, int] | None = None) -> l
 
 
 class _Chunk(NamedTuple):
-    key: bytes  # identifies the chunk's contents, for deduplication
+    digest: bytes  # its block digest, which also identifies it for deduplication
     hashes: bytes  # its page hashes
     stored: bytes  # lz4 block, or the raw bytes when that is no smaller
     length: int
@@ -182,15 +184,15 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _P
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     mv = memoryview(data)
     whole = length - length % cs if last else length
-    # Chunk by chunk, each hashed once, page by page, and compressed while it is still
-    # in cache. A full chunk's page hashes identify it (it has no zero padding), so
-    # dedup keys hash the hashes, not the bytes.
+    # Chunk by chunk, hashed page by page and as a whole (the block digest), and
+    # compressed while it is still in cache. A full chunk has no zero padding, so its
+    # block digest identifies it for deduplication.
     chunks, hashes = [], []
     for o in range(0, whole, cs):
         chunk = mv[o : o + cs]
         leaves = verity.block_hashes(chunk)
         hashes.append(leaves)
-        chunks.append(_Chunk(hashlib.sha256(leaves).digest(), leaves, _compress(chunk), cs))
+        chunks.append(_Chunk(fmt.block_digest(chunk, leaves), leaves, _compress(chunk), cs))
     tail = bytes(mv[whole:])
     tail_hashes = verity.block_hashes(tail)
     hashes.append(tail_hashes)
@@ -234,7 +236,7 @@ class _Writer:
         self.pool = pool
         self.cs = cs
         self.offset = fmt.HEADER_SIZE
-        self.blocks: list[tuple[int, int, int]] = []  # offset, stored length, length
+        self.blocks: list[tuple[int, int, int, bytes]] = []  # offset, stored, length, digest
         self.page_hashes: list[bytes] = []  # per block
         self.pending: deque[tuple[int, Future | tuple]] = deque()
         self.by_digest: dict[bytes, int] = {}
@@ -245,10 +247,10 @@ class _Writer:
         self.count = 0
 
     def chunk(self, chunk: _Chunk) -> _Loc:
-        block = self.by_digest.get(chunk.key)
+        block = self.by_digest.get(chunk.digest)
         if block is None:
-            block = self.by_digest[chunk.key] = self._new_block(
-                chunk.hashes, (chunk.stored, chunk.length))
+            block = self.by_digest[chunk.digest] = self._new_block(
+                chunk.hashes, (chunk.stored, chunk.length, chunk.digest))
         return _Loc(block, 0)
 
     def tail(self, data: bytes, key: bytes, hashes: bytes) -> _Loc:
@@ -273,8 +275,8 @@ class _Writer:
         if not self.fragment:
             return
         data = bytes(self.fragment)
-        block = self._new_block(b"".join(self.fragment_hashes),
-                                self.pool.submit(_compress_fragment, data))
+        hashes = b"".join(self.fragment_hashes)
+        block = self._new_block(hashes, self.pool.submit(_compress_fragment, data, hashes))
         for loc in self.fragment_locs:
             loc.block = block
         self.fragment = bytearray()
@@ -297,14 +299,16 @@ class _Writer:
                     return
                 item = item.result()
             self.pending.popleft()
-            stored, length = item
+            stored, length, digest = item
             self.out.write(stored)
-            self.blocks.append((self.offset, len(stored), length))
+            self.blocks.append((self.offset, len(stored), length, digest))
             self.offset += len(stored)
 
 
-def _compress_fragment(data: bytes) -> tuple[bytes, int]:
-    return _compress(data), len(data)
+def _compress_fragment(data: bytes, hashes: bytes) -> tuple[bytes, int, bytes]:
+    # The block digest is taken here, on the fragment thread, not in the thread that
+    # consumes the workers' results and writes the image.
+    return _compress(data), len(data), fmt.block_digest(data, hashes)
 
 
 def _batches(files: list[_Node], cs: int):
@@ -391,8 +395,8 @@ def _tables(nodes: list[_Node], writer: _Writer) -> dict[str, bytes]:
         inodes.append(fmt.INODE.pack(node.kind, st.st_mode, st.st_uid, st.st_gid, node.nlink,
                                      st.st_mtime_ns, size, first, count, node.digest))
     blocks, first_hash = [], 0
-    for (offset, stored, length), hashes in zip(writer.blocks, writer.page_hashes):
-        blocks.append(fmt.BLOCK.pack(offset, stored, length, first_hash))
+    for (offset, stored, length, digest), hashes in zip(writer.blocks, writer.page_hashes):
+        blocks.append(fmt.BLOCK.pack(offset, stored, length, first_hash, digest))
         first_hash += len(hashes) // fmt.PAGE_HASH
     return {
         "inodes": b"".join(inodes),

@@ -2,9 +2,11 @@
 
 Both work per stored block and translate a damaged block's bad pages into the pages
 of every file that uses them: a block can hold chunks of several files (fragments,
-identical chunks stored once), and corruption damages all of them. When the block
-still decompresses, only the pages whose hashes fail are damaged; when it does not,
-all of its pages are.
+identical chunks stored once), and corruption damages all of them. Each block is
+checked with one hash call against its block digest (blocks are checked on `jobs`
+threads, and hashlib releases the GIL during the call); only a block that fails it is
+hashed page by page, to find its damaged pages: when it still decompresses, only the
+pages whose hashes fail are damaged; when it does not, all of its pages are.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ def corrupt(image_path: str | bytes, path: str | bytes, page: int, seed: int = 0
             raise ValueError(f"{show(img.path_of(ino))} has {npages} pages; no page {page}")
         index = page // (img.chunk_size // fmt.PAGE)
         block, chunk_offset = img._chunkmap[first + index]
-        offset, stored, length, _ = img._blocks[block]
+        offset, stored, length, _, _ = img._blocks[block]
         target = chunk_offset // fmt.PAGE + page - img.chunk_pages(ino, index)[0]
         if stored == length:  # raw: the page's stored bytes are the page's bytes
             lo, hi = target * fmt.PAGE, min((target + 1) * fmt.PAGE, length)
