@@ -62,8 +62,9 @@ class UserPager:
         # they share a stream's chunks, and the pager threads stay free for the
         # requests readers are waiting on.
         self._ahead: queue.SimpleQueue = queue.SimpleQueue()
-        self._ahead_pending = 0
-        self._ahead_idle = threading.Condition()
+        self._ahead_pending = 0  # read-ahead chunks queued or being read
+        self._serving_now = 0  # threads inside _serving()
+        self._idle = threading.Condition()
         self.server.schedule = self._schedule_ahead
         self._lock = threading.Lock()
         self._vmos: dict[int, _OpenVmo] = {}
@@ -191,15 +192,18 @@ class UserPager:
             zx.zx_handle_close(aux)
 
     def _schedule_ahead(self, ino: int, indices: range) -> None:
-        with self._ahead_idle:
+        with self._idle:
             self._ahead_pending += len(indices)
         for index in indices:
             self._ahead.put((ino, range(index, index + 1)))
 
-    def wait_read_ahead(self, timeout: float | None = None) -> bool:
-        """Wait until no read-ahead is queued or running (for tests and diagnostics)."""
-        with self._ahead_idle:
-            return self._ahead_idle.wait_for(lambda: not self._ahead_pending, timeout)
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no thread is serving a file and no read-ahead is queued (for tests
+        and diagnostics). A reader gets its bytes from inside the supply, so the pager
+        thread may still hold the file for a moment after the read returned."""
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: not self._ahead_pending and not self._serving_now, timeout)
 
     def _run_ahead(self) -> None:
         aux = zx.zx_vmo_create(self.image.chunk_size, 0)
@@ -213,9 +217,9 @@ class UserPager:
                 except Exception:  # best effort: the real request will ask again
                     log.exception("read-ahead thread: unexpected error")
                 finally:
-                    with self._ahead_idle:
+                    with self._idle:
                         self._ahead_pending -= len(job[1])
-                        self._ahead_idle.notify_all()
+                        self._idle.notify_all()
         finally:
             zx.zx_handle_close(aux)
 
@@ -246,16 +250,23 @@ class UserPager:
         file was closed meanwhile. Holds a reference to the VMO and the rules' gate
         shared: a rule armed after this sees its pages evicted, one armed before is
         seen by the serving."""
-        handle = self._hold(ino)
-        if handle is None:
-            yield None, None
-            return
+        with self._idle:
+            self._serving_now += 1
         try:
-            faults = self._faultset(ino)
-            with faults.serving():
-                yield handle, faults
+            handle = self._hold(ino)
+            if handle is None:
+                yield None, None
+                return
+            try:
+                faults = self._faultset(ino)
+                with faults.serving():
+                    yield handle, faults
+            finally:
+                self.close(ino)
         finally:
-            self.close(ino)
+            with self._idle:
+                self._serving_now -= 1
+                self._idle.notify_all()
 
     def hurry(self) -> None:
         """The mount is going away: cut every delay_ms rule's sleep short."""

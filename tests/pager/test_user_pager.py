@@ -99,7 +99,7 @@ def test_a_random_read_is_served_its_own_pages_and_a_stream_whole_chunks(pager, 
         assert pager.stats.snapshot(ino)["pages_supplied"] == 1
         # Page 0 starts a stream: at least its whole chunk (pages 0-3) comes in.
         assert read_pages(vmo, 0, 1) == data[:PAGE]
-        assert pager.wait_read_ahead(30)
+        assert pager.wait_idle(30)
         assert pager.committed_pages(ino) >= 1 + 4
     finally:
         pager.close(ino)
@@ -298,7 +298,7 @@ def test_a_read_at_the_start_reads_the_rest_ahead_once(pager, source):
     npages = -(-len(data) // PAGE)
     try:
         assert read_pages(vmo, 0, 1) == data[:PAGE]
-        assert pager.wait_read_ahead(timeout=60)
+        assert pager.wait_idle(timeout=60)
         # The whole (small) file lies within the read-ahead window.
         assert pager.committed_pages(ino) == npages
         requests = pager.stats.snapshot(ino)["page_requests"]
@@ -317,7 +317,7 @@ def test_read_ahead_leaves_a_rule_its_pages(pager, source):
     try:
         pager.add_fault(ino, parse_rule("pages=41 error=IO"))
         assert read_pages(vmo, 0, 1) == data[:PAGE]
-        assert pager.wait_read_ahead(timeout=60)
+        assert pager.wait_idle(timeout=60)
         # The rule's chunk (pages 40-43) was skipped, so the rule acts on a real request.
         assert pager.committed_pages(ino) == -(-len(data) // PAGE) - 4
         assert outcome(vmo, 41, len(data)) == zx.ZX_ERR_IO
@@ -334,7 +334,7 @@ def test_read_ahead_can_be_turned_off(source):
         vmo = up.open(ino)
         try:
             assert read_pages(vmo, 0, 1) == data[:PAGE]
-            assert up.wait_read_ahead(timeout=60)
+            assert up.wait_idle(timeout=60)
             assert up.committed_pages(ino) == CHUNK // PAGE  # its own chunk only
         finally:
             up.close(ino)
