@@ -403,6 +403,13 @@ class RequestServer:
         # A view, not a slice: the kernel model keeps a reference to the chunk's bytes,
         # so they are copied only once, by the zx_vmo_read that finally reads them.
         piece = memoryview(data)[start:start + run_count * PAGE]
+        # Counted and traced first: the supply hands the bytes to a waiting reader,
+        # who may look at the stats before this thread runs another line.
+        if count:
+            self.stats.add(ino, pages_supplied=run_count)
+        if self.trace.enabled:
+            self.trace.event("supply", ino=ino, offset=run_first * PAGE,
+                             length=run_count * PAGE)
         try:
             # The aux range reads as zeros after each supply, so a short last page
             # needs no padding.
@@ -410,14 +417,11 @@ class RequestServer:
             zx.zx_pager_supply_pages(self.pager, vmo, run_first * PAGE,
                                      run_count * PAGE, aux, start)
         except zx.ZxError as err:
+            if count:
+                self.stats.add(ino, pages_supplied=-run_count)
             if err.status in (zx.ZX_ERR_BAD_STATE, zx.ZX_ERR_BAD_HANDLE):
                 raise VmoGone() from err
             raise
-        if count:
-            self.stats.add(ino, pages_supplied=run_count)
-        if self.trace.enabled:
-            self.trace.event("supply", ino=ino, offset=run_first * PAGE,
-                             length=run_count * PAGE)
 
     def _fail_pages(self, req: Request) -> None:
         by_status: dict[str, list[int]] = {}
@@ -425,15 +429,16 @@ class RequestServer:
             by_status.setdefault(status, []).append(page)
         for status, pages in sorted(by_status.items()):
             for run_first, run_count in page_runs(pages):
+                # Counted and traced first, as for supplies: the FAIL wakes the reader.
+                self.stats.failed(req.ino, status, run_count)
+                self.trace.event("fail", ino=req.ino, offset=run_first * PAGE,
+                                 length=run_count * PAGE, status=status)
                 try:
                     zx.zx_pager_op_range(self.pager, zx.ZX_PAGER_OP_FAIL, req.vmo,
                                          run_first * PAGE, run_count * PAGE, STATUS[status])
                 except zx.ZxError as err:
+                    self.stats.failed(req.ino, status, -run_count)
                     if err.status in (zx.ZX_ERR_BAD_STATE, zx.ZX_ERR_BAD_HANDLE):
                         return
                     log.error("ino %d: FAIL of pages %d+%d refused: %s", req.ino,
                               run_first, run_count, err)
-                    continue
-                self.stats.failed(req.ino, status, run_count)
-                self.trace.event("fail", ino=req.ino, offset=run_first * PAGE,
-                                 length=run_count * PAGE, status=status)

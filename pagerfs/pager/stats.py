@@ -24,6 +24,8 @@ class Stats:
             self._counts[ino].update(counts)
 
     def failed(self, ino: int, status: str, pages: int) -> None:
+        """Count pages failed with `status` (negative: take back a count whose FAIL
+        the kernel refused)."""
         with self._lock:
             self._counts[ino]["pages_failed:" + status] += pages
 
@@ -31,7 +33,8 @@ class Stats:
         """Inodes that had pages failed -> {status: pages}, the most failed first."""
         with self._lock:
             found = {
-                ino: {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("pages_failed:")}
+                ino: {k.split(":", 1)[1]: v for k, v in counts.items()
+                      if k.startswith("pages_failed:") and v > 0}
                 for ino, counts in self._counts.items()
             }
         found = {ino: by for ino, by in found.items() if by}
@@ -50,6 +53,6 @@ class Stats:
         out: dict = {name: total.get(name, 0) for name in FIELDS}
         out["pages_failed"] = {
             key.split(":", 1)[1]: value for key, value in sorted(total.items())
-            if key.startswith("pages_failed:")
+            if key.startswith("pages_failed:") and value > 0
         }
         return out
