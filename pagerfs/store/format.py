@@ -9,8 +9,8 @@ offset, length and SHA-256 is known; its own SHA-256 closes it.
 from __future__ import annotations
 
 import struct
-from hashlib import sha256
 from dataclasses import dataclass
+from hashlib import sha256
 
 MAGIC = b"PAGERFS\0"
 VERSION = 3
@@ -120,7 +120,7 @@ def unpack_header(raw: bytes) -> Header:
 
 
 def block_digest(data: bytes | memoryview, page_hashes: bytes | memoryview) -> bytes:
-    """A block's digest: SHA-256 of its uncompressed bytes, then of its page hashes.
+    """A block's digest: one SHA-256 over its uncompressed bytes followed by its page hashes.
 
     One hash call verifies a whole block (its pages need not be hashed one by one), and
     covering the page hashes too binds them to the bytes: a block digest that matches
