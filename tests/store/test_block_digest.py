@@ -204,7 +204,8 @@ def test_blocks_table_of_the_wrong_record_size_is_refused(image, cli, record):
     t = header.tables["blocks"]
     length = header.block_count * record - (32 if record == 56 else 0)
     table = bytes(raw[t.offset : t.offset + length])
-    tables = {**header.tables, "blocks": fmt.Table(t.offset, length, hashlib.sha256(table).digest())}
+    blocks = fmt.Table(t.offset, length, hashlib.sha256(table).digest())
+    tables = {**header.tables, "blocks": blocks}
     raw[: fmt.HEADER_SIZE] = fmt.pack_header(dataclasses.replace(header, tables=tables))
     image.write_bytes(bytes(raw))
     with pytest.raises(FormatError, match="blocks table out of bounds|block count"):
