@@ -111,7 +111,7 @@ def category(thread: str, frames: list[tuple[str, str, int]], roots: list[Path])
         if file.startswith("pagerfs/fuse/"):
             return "FUSE handlers (pagerfs.fuse)"
         if file.startswith(("trio/_threads", "trio/_core/_thread_cache", "trio/_core/_wakeup", "outcome/")):
-            return "trio to_thread handoff"
+            return "trio cross-thread wake-up (run_sync_soon, workers)"
         if file.startswith(("trio/", "pyfuse3", "_pyfuse3")):
             return "pyfuse3 + trio event loop"
     return "other (interpreter, threading)"
