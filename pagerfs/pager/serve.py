@@ -401,8 +401,12 @@ class RequestServer:
         """Supply pages [run_first, +run_count) of the chunk starting at page `first`."""
         start = (run_first - first) * PAGE
         # A view, not a slice: the kernel model keeps a reference to the chunk's bytes,
-        # so they are copied only once, by the zx_vmo_read that finally reads them.
+        # so a whole chunk is copied only once, by the read that finally takes it.
         piece = memoryview(data)[start:start + run_count * PAGE]
+        if len(piece) * 2 < len(data):
+            # A few pages of a big chunk (a random read): copy them, or the VMO would
+            # keep the whole chunk alive for them, outside what the page budget counts.
+            piece = memoryview(bytes(piece))
         # Counted and traced first: the supply hands the bytes to a waiting reader,
         # who may look at the stats before this thread runs another line.
         if count:

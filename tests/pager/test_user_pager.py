@@ -339,3 +339,33 @@ def test_read_ahead_can_be_turned_off(source):
         finally:
             up.close(ino)
             up.stop()
+
+
+def test_random_pages_do_not_keep_their_whole_chunks_alive(tmp_path):
+    import tracemalloc
+    src = tmp_path / "src"
+    src.mkdir()
+    chunk = 64 * 1024
+    (src / "r").write_bytes(os.urandom(64 * chunk))  # incompressible: 64 raw chunks
+    image = tmp_path / "r.img"
+    build_image(str(src), str(image), chunk_size=chunk)
+    with Image.open(image) as img:
+        up = UserPager(img, threads=1, budget=None)
+        ino = img.resolve(b"r")
+        vmo = up.open(ino)
+        try:
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                for k in range(64):  # page 3 of every chunk: no stream, one page each
+                    read_pages(vmo, k * (chunk // PAGE) + 3, 1)
+                assert up.wait_idle(30)
+                held = tracemalloc.get_traced_memory()[0] - base
+            finally:
+                tracemalloc.stop()
+            assert up.committed_pages(ino) == 64
+            # 64 pages are 256 KiB; keeping their chunks alive would be 4 MiB.
+            assert held < 1 << 20, held
+        finally:
+            up.close(ino)
+            up.stop()
