@@ -222,3 +222,12 @@ def test_sigterm_does_not_wait_out_a_slow_pager_rule(image, tmp_path, helpers):
                 reader.kill()
             reader.wait()
         assert not os.path.ismount(mount.path)
+
+
+def test_malloc_arenas_are_capped_where_glibc_allows_it():
+    import platform
+    # In a child: the cap is process-wide and must come before the threads it governs.
+    code = "from pagerfs.fuse.daemon import limit_malloc_arenas as f; print(f())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(platform.libc_ver()[0] == "glibc")
