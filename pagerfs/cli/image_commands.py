@@ -17,7 +17,8 @@ import sys
 import time
 
 from pagerfs.cli.common import EXIT_DAMAGE, EXIT_OK, CommandError, Progress
-from pagerfs.store import (DEFAULT_CHUNK_SIZE, BuildError, FormatError, Image, Kind,
+from pagerfs.store import (DEFAULT_CHUNK_SIZE, BuildError, FormatError, Image,
+                           IntegrityError, Kind,
                            StoreError, build_image, corrupt, scrub)
 from pagerfs.store.errors import show
 
@@ -209,6 +210,20 @@ def run_ls(args) -> int:
     return EXIT_OK
 
 
+def _good_prefix(img: Image, ino: int, index: int, err: StoreError) -> bytes:
+    """The bytes of a damaged chunk before its first bad page (pages are hashed one by
+    one, so those are verified good); nothing if the chunk does not decode at all."""
+    if not isinstance(err, IntegrityError):
+        return b""
+    first, count = img.chunk_pages(ino, index)
+    try:
+        pages = img.read_chunk_pages(ino, index, first, count)
+    except StoreError:
+        return b""
+    stop = min(pages.bad, default=first + count) - first
+    return pages.data[: min(stop, min(err.pages) - first) * 4096]
+
+
 def run_cat(args) -> int:
     with _open(args.image) as img:
         ino = _resolve(img, args.path)
@@ -220,6 +235,8 @@ def run_cat(args) -> int:
             try:
                 out.write(img.read_chunk(ino, index))
             except StoreError as err:
+                # Like cat on a bad disk: every good byte before the first bad page.
+                out.write(_good_prefix(img, ino, index, err))
                 out.flush()
                 sys.stderr.flush()
                 sys.stderr.buffer.write(b"pagerfs: %s: page %d: %s\n"
