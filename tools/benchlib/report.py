@@ -164,6 +164,7 @@ def draw_chart(rows: Sequence[Row], title: str, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     shown = [r for r in rows if r.ratio is not None and not (r.metric.target and r.metric.target.kind == "abs_max")]
     absolute = [r for r in rows if r.metric.target and r.metric.target.kind == "abs_max" and r.ours]
@@ -184,6 +185,10 @@ def draw_chart(rows: Sequence[Row], title: str, path: Path) -> None:
                     textcoords="offset points", va="center", fontsize=8)
     ax.axvline(1.0, color="black", linewidth=0.6, linestyle=":")
     ax.set_xscale("log")
+    # Plain ratios (0.2, 0.5, 1, 2) read better than 2x10^-1 and do not collide.
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.1, 0.2, 0.5, 1, 2, 5, 10]))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_yticks(ys)
     ax.set_yticklabels([f"{r.metric.label}\n({r.metric.unit}, {'higher' if r.metric.higher_is_better else 'lower'}"
                         f" better)" for r in shown], fontsize=8)
