@@ -193,7 +193,8 @@ class RequestServer:
             lo = max(first, req.first_page)
             hi = min(first + count, req.last_page + 1)
             try:
-                if whole or (lo, hi) == (first, first + count) or self._claimed(req.ino, index):
+                if (whole or (lo, hi) == (first, first + count)
+                        or self._claimed(req.ino, index)):
                     data, fresh = self._chunk(req.ino, index)
                     lo, hi = first, first + count
                 else:

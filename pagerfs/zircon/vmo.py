@@ -365,8 +365,9 @@ class PagerVmo(Vmo):
         return join(op.out)
 
     def _advance(self, op: AsyncRead) -> bool:
-        """Copy what is present, then park on the request for the first absent page
-        (raising it as fetch would). True once the read has ended. VMO lock held."""
+        """Collect views of what is present, then park on the request for the first
+        absent page (raising it as fetch would). True once the read has ended. VMO lock
+        held."""
         store = self.store
         pos = op.pos = store.gather(op.pos, op.end, op.out, op.stamp)
         if pos >= op.end:
