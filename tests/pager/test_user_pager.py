@@ -55,6 +55,7 @@ def test_serves_every_byte(pager, source):
         stats = pager.stats.snapshot(ino)
         assert stats["pages_supplied"] == -(-len(data) // PAGE)
         assert pager.committed_pages(ino) == -(-len(data) // PAGE)
+        assert pager.wait_idle(30)  # the pager thread may still hold the file a moment
     finally:
         pager.close(ino)
     assert pager.committed_pages(ino) == 0  # closing the last opener frees the VMO
