@@ -439,10 +439,11 @@ class PagerVmo(Vmo):
                     i += 1
             scanner.account(added)
             finished = self._continue_reads() if self._resumed else ()
-        # Readers first: their bytes are gathered already, eviction cannot take them.
+        # The budget's eviction pass first, as for a blocked reader: when a read
+        # returns, its supply has been paid for.
+        scanner.over_limit()
         for op in finished:
             op.finish()
-        scanner.over_limit()
 
     def fail(self, first: int, last: int, status: int) -> None:
         if first >= last:
