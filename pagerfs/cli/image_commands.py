@@ -210,18 +210,12 @@ def run_ls(args) -> int:
     return EXIT_OK
 
 
-def _good_prefix(img: Image, ino: int, index: int, err: StoreError) -> bytes:
-    """The bytes of a damaged chunk before its first bad page (pages are hashed one by
-    one, so those are verified good); nothing if the chunk does not decode at all."""
-    if not isinstance(err, IntegrityError):
-        return b""
-    first, count = img.chunk_pages(ino, index)
-    try:
-        pages = img.read_chunk_pages(ino, index, first, count)
-    except StoreError:
-        return b""
-    stop = min(pages.bad, default=first + count) - first
-    return pages.data[: min(stop, min(err.pages) - first) * 4096]
+def _cat_stops(out, path: bytes, page: int, code: str) -> int:
+    out.flush()
+    sys.stderr.flush()
+    sys.stderr.buffer.write(b"pagerfs: %s: page %d: %s\n" % (path, page, code.encode()))
+    sys.stderr.flush()
+    return EXIT_DAMAGE
 
 
 def run_cat(args) -> int:
@@ -232,16 +226,16 @@ def run_cat(args) -> int:
             raise CommandError(f"{args.path}: is a {'directory' if kind == Kind.DIR else 'symbolic link'}")
         out = _out()
         for index in img.chunk_range(ino, 0, -(-img.stat(ino).size // 4096)):
+            first, count = img.chunk_pages(ino, index)
             try:
-                out.write(img.read_chunk(ino, index))
-            except StoreError as err:
+                pages = img.read_chunk_pages(ino, index, first, count)
+            except StoreError as err:  # nothing of the chunk is usable
+                return _cat_stops(out, err.path, err.first_page, err.code)
+            if pages.bad:
                 # Like cat on a bad disk: every good byte before the first bad page.
-                out.write(_good_prefix(img, ino, index, err))
-                out.flush()
-                sys.stderr.flush()
-                sys.stderr.buffer.write(b"pagerfs: %s: page %d: %s\n"
-                                        % (err.path, err.first_page, err.code.encode()))
-                sys.stderr.flush()
-                return EXIT_DAMAGE
+                bad = min(pages.bad)
+                out.write(pages.data[: (bad - first) * 4096])
+                return _cat_stops(out, img.path_of(ino), bad, IntegrityError.code)
+            out.write(pages.data)
         out.flush()
     return EXIT_OK

@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pagerfs import zircon as zx
 from pagerfs.pager.faults import Firing, FaultSet, NO_FIRING, page_runs
@@ -61,6 +61,10 @@ class _Stream:
 
     first_page: int
     ahead_end: int  # page, exclusive
+
+    def continued_by(self, page: int) -> bool:
+        """Whether a request starting at `page` carries the stream on."""
+        return self.first_page <= page <= self.ahead_end
 
 
 class _Claim:
@@ -154,12 +158,12 @@ class RequestServer:
                     self.hurry.wait(req.firing.delay_ms / 1000)
             req.failed.update(req.firing.fail)
             if not faults and not req.failed and not req.firing.corrupt:
-                if self._serve_plain(aux, req):
-                    self._plan_ahead(req)
-                    return
-            self._serve_chunks(aux, req, faults)
+                self._serve_plain(aux, req)
+            else:
+                self._serve_chunks(aux, req, faults)
             if not req.failed:
                 self._plan_ahead(req)
+                return
         except VmoGone:
             return
         except Exception:
@@ -175,40 +179,34 @@ class RequestServer:
             req.fail(leftover, "BAD_STATE")
         self._fail_pages(req)
 
-    def _serve_plain(self, aux: int, req: Request) -> bool:
-        """The common case, no fault rule on the file: page ranges only.
+    def _serve_plain(self, aux: int, req: Request) -> None:
+        """The common case, no fault rule on the file: page ranges, not page sets.
 
         A request that continues a sequential stream gets whole chunks (the rest of a
         chunk is read-ahead: it had to be decompressed anyway, and verifying a whole
         chunk is one hash). Any other request gets its own pages only, and only they
-        are verified (a random 4 KiB read need not hash 128 KiB).
-        False if some page could not be served; the pages supplied so far are noted in
-        req.supplied and the general path then serves (and fails) the rest.
+        are verified (a random 4 KiB read need not hash 128 KiB). Pages the store
+        cannot give are noted in req.failed; the rest of their chunk is still supplied.
         """
         img = self.image
-        npages = req.last_page - req.first_page + 1
         whole = self._continues_stream(req)
-        for index in img.chunk_range(req.ino, req.first_page, npages):
+        for index in img.chunk_range(req.ino, req.first_page,
+                                     req.last_page - req.first_page + 1):
             first, count = img.chunk_pages(req.ino, index)
-            lo = max(first, req.first_page)
-            hi = min(first + count, req.last_page + 1)
-            try:
-                if (whole or (lo, hi) == (first, first + count)
-                        or self._claimed(req.ino, index)):
-                    data, fresh = self._chunk(req.ino, index)
-                    lo, hi = first, first + count
-                else:
-                    cp = img.read_chunk_pages(req.ino, index, lo, hi - lo)
-                    if cp.bad:
-                        return False
-                    data, fresh = cp.data, True
-            except (IntegrityError, StoreIOError):
-                return False
-            if fresh:
-                self.stats.add(req.ino, chunks_read=1, bytes_read_from_image=len(data))
-            self._supply_run(aux, req.ino, req.vmo, first, data, lo, hi - lo, count=fresh)
-            req.supplied.update(range(max(lo, req.first_page), min(hi, req.last_page + 1)))
-        return True
+            lo, hi = max(first, req.first_page), min(first + count, req.last_page + 1)
+            if whole or self._claimed(req.ino, index):
+                lo, hi = first, first + count
+            data, bad, fresh = self._load(req.ino, index, first, count, lo, hi)
+            if not bad:
+                self._supply_run(aux, req.ino, req.vmo, first, data, lo, hi - lo, count=fresh)
+                req.supplied.update(range(max(lo, req.first_page), min(hi, req.last_page + 1)))
+                continue
+            for status, pages in bad.items():
+                req.fail(pages, status)
+            if data is not None:
+                lost = set().union(*bad.values())
+                self._supply(aux, req, first, data,
+                             [p for p in range(lo, hi) if p not in lost], count=fresh)
 
     def _claimed(self, ino: int, index: int) -> bool:
         """Whether read-ahead has the chunk (then _chunk shares its work)."""
@@ -222,7 +220,7 @@ class RequestServer:
             return True
         with self._streams_lock:
             st = self._streams.get(req.ino)
-            return st is not None and st.first_page <= req.first_page <= st.ahead_end
+            return st is not None and st.continued_by(req.first_page)
 
     def _plan_ahead(self, req: Request) -> None:
         """If the request continues a sequential stream, hand the next chunks to the
@@ -234,7 +232,7 @@ class RequestServer:
         end = -(-(req.last_page + 1) // ppc) * ppc  # the chunk boundary served up to
         with self._streams_lock:
             st = self._streams.get(req.ino)
-            if st is not None and st.first_page <= req.first_page <= st.ahead_end:
+            if st is not None and st.continued_by(req.first_page):
                 start = max(end, st.ahead_end)
             elif req.first_page == 0:
                 start = end
@@ -254,8 +252,26 @@ class RequestServer:
                 self._claims.setdefault((req.ino, index), _Claim())
         self.schedule(req.ino, indices)
 
-    def _chunk(self, ino: int, index: int) -> tuple[bytes, bool]:
-        """The verified bytes of a chunk a request needs, shared with read-ahead, and
+    def _load(self, ino: int, index: int, first: int, count: int, lo: int, hi: int,
+              ) -> tuple[bytes | None, dict[str, set[int]], bool]:
+        """Chunk `index` (file pages [first, first + count)) with its pages [lo, hi)
+        verified: (bytes or None, {status: bad pages}, whether read for this request).
+        A whole chunk is shared with read-ahead."""
+        try:
+            if (lo, hi) == (first, first + count):
+                data, bad, fresh = self._chunk(ino, index, first, count)
+            else:
+                pages = self.image.read_chunk_pages(ino, index, lo, hi - lo)
+                data, bad, fresh = pages.data, pages.bad, True
+        except (IntegrityError, StoreIOError) as err:
+            return None, {_store_status(err): set(err.pages)}, False
+        if fresh:
+            self.stats.add(ino, chunks_read=1, bytes_read_from_image=len(data))
+        return data, ({"IO_DATA_INTEGRITY": set(bad)} if bad else {}), fresh
+
+    def _chunk(self, ino: int, index: int, first: int, count: int,
+               ) -> tuple[bytes, frozenset[int], bool]:
+        """The bytes of a whole chunk and its bad pages, shared with read-ahead, and
         whether they were read for this request (False: read-ahead read and supplied
         them already; supplying them again only fills pages evicted since)."""
         key = (ino, index)
@@ -268,8 +284,9 @@ class RequestServer:
         if claim is not None:
             claim.done.wait()
             if claim.data is not None:
-                return claim.data, False
-        return self.image.read_chunk(ino, index), True
+                return claim.data, frozenset(), False
+        pages = self.image.read_chunk_pages(ino, index, first, count)
+        return pages.data, pages.bad, True
 
     def forget(self, ino: int) -> None:
         """The file's VMO is gone: its stream starts afresh next time."""
@@ -280,7 +297,7 @@ class RequestServer:
                 claim.started = True  # nobody reads it now; waiters read for themselves
                 claim.done.set()
 
-    def serve_ahead(self, aux: int, ino: int, vmo: int, indices: range,
+    def serve_ahead(self, aux: int, ino: int, vmo: int, indices: Iterable[int],
                     faults: FaultSet | None) -> None:
         """Supply whole chunks nobody has asked for yet; best effort, never fails a page."""
         img = self.image
@@ -370,31 +387,16 @@ class RequestServer:
                 bad["BAD_STATE"] = set(corrupt)
             if not need_data:
                 return None, bad
-        try:
-            data, fresh = self._chunk(req.ino, index)
-        except IntegrityError as err:
-            if named(err) == chunk_pages:
-                bad.setdefault(_store_status(err), set()).update(chunk_pages)
-                return None, bad
-            # Some pages failed their hashes: read it again page by page, so that the
-            # good pages are still served and only the damaged ones fail.
-            try:
-                cp = img.read_chunk_pages(req.ino, index, first, count)
-            except (IntegrityError, StoreIOError) as again:
-                bad.setdefault(_store_status(again), set()).update(named(again) or chunk_pages)
-                return None, bad
-            bad.setdefault("IO_DATA_INTEGRITY", set()).update(cp.bad)
-            data, fresh = cp.data, True
-        except StoreIOError as err:
-            bad.setdefault(_store_status(err), set()).update(named(err) or chunk_pages)
-            return None, bad
-        if fresh:
-            self.stats.add(req.ino, chunks_read=1, bytes_read_from_image=len(data))
+        data, more, _fresh = self._load(req.ino, index, first, count, first, first + count)
+        for status, pages in more.items():
+            bad.setdefault(status, set()).update(pages)
         return data, bad
 
-    def _supply(self, aux: int, req: Request, first: int, data: bytes, pages: list[int]) -> None:
+    def _supply(self, aux: int, req: Request, first: int, data: bytes, pages: list[int],
+                count: bool = True) -> None:
         for run_first, run_count in page_runs(pages):
-            self._supply_run(aux, req.ino, req.vmo, first, data, run_first, run_count)
+            self._supply_run(aux, req.ino, req.vmo, first, data, run_first, run_count,
+                             count=count)
             req.supplied.update(range(run_first, run_first + run_count))
 
     def _supply_run(self, aux: int, ino: int, vmo: int, first: int, data: bytes,

@@ -195,7 +195,7 @@ class UserPager:
         with self._idle:
             self._ahead_pending += len(indices)
         for index in indices:
-            self._ahead.put((ino, range(index, index + 1)))
+            self._ahead.put((ino, index))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no thread is serving a file and no read-ahead is queued (for tests
@@ -218,15 +218,15 @@ class UserPager:
                     log.exception("read-ahead thread: unexpected error")
                 finally:
                     with self._idle:
-                        self._ahead_pending -= len(job[1])
+                        self._ahead_pending -= 1
                         self._idle.notify_all()
         finally:
             zx.zx_handle_close(aux)
 
-    def _read_ahead(self, aux: int, ino: int, indices: range) -> None:
+    def _read_ahead(self, aux: int, ino: int, index: int) -> None:
         with self._serving(ino) as (handle, faults):
             if handle is not None:
-                self.server.serve_ahead(aux, ino, handle, indices, faults)
+                self.server.serve_ahead(aux, ino, handle, (index,), faults)
 
     def _handle(self, aux: int, packet) -> None:
         request = packet.page_request

@@ -206,7 +206,6 @@ class AsyncRead:
         if self.status == ZX_OK:
             self.done(ZX_OK, join(self.out))
         else:
-            self.out = []
             self.done(self.status, None)
 
 
@@ -235,6 +234,20 @@ class PagerVmo(Vmo):
         if i >= 0 and self._reqs[i].end > page:
             return i, self._reqs[i]
         return i + 1, None
+
+    def _request_for(self, page: int, last: int) -> Request | None:
+        """The request a reader of absent `page` waits on: the outstanding one that
+        covers it, or a new one for the absent run up to `last`, stopping before a
+        present page or another request. None once the VMO is detached."""
+        i, req = self._covering(page)
+        if req is not None:
+            return req
+        if self.detached:
+            return None
+        stop = self.store.next_present(page, last)
+        if i < len(self._reqs) and self._reqs[i].start < stop:
+            stop = self._reqs[i].start
+        return self._raise_request(i, page, stop)
 
     def _raise_request(self, index: int, start: int, end: int) -> Request:
         req = Request(start, end)
@@ -300,17 +313,9 @@ class PagerVmo(Vmo):
                 if pos >= end:
                     return end, ZX_OK
                 page = pos >> PAGE_SHIFT
-                i, req = self._covering(page)
+                req = self._request_for(page, page + 1 if one_page else last)
                 if req is None:
-                    if self.detached:
-                        return pos, ZX_ERR_BAD_STATE
-                    if one_page:
-                        stop = page + 1
-                    else:
-                        stop = store.next_present(page, last)
-                        if i < len(self._reqs) and self._reqs[i].start < stop:
-                            stop = self._reqs[i].start
-                    req = self._raise_request(i, page, stop)
+                    return pos, ZX_ERR_BAD_STATE
                 req.waiters += 1
                 parked = _allocate_lock()
                 parked.acquire()
@@ -368,21 +373,14 @@ class PagerVmo(Vmo):
         """Collect views of what is present, then park on the request for the first
         absent page (raising it as fetch would). True once the read has ended. VMO lock
         held."""
-        store = self.store
-        pos = op.pos = store.gather(op.pos, op.end, op.out, op.stamp)
+        pos = op.pos = self.store.gather(op.pos, op.end, op.out, op.stamp)
         if pos >= op.end:
             op.status = ZX_OK
             return True
-        page = pos >> PAGE_SHIFT
-        i, req = self._covering(page)
+        req = self._request_for(pos >> PAGE_SHIFT, op.last)
         if req is None:
-            if self.detached:
-                op.status = ZX_ERR_BAD_STATE
-                return True
-            stop = store.next_present(page, op.last)
-            if i < len(self._reqs) and self._reqs[i].start < stop:
-                stop = self._reqs[i].start
-            req = self._raise_request(i, page, stop)
+            op.status = ZX_ERR_BAD_STATE
+            return True
         op.req = req
         req.parked.append(op)
         return False

@@ -1,5 +1,6 @@
 """The user pager against the real kernel model and a real image (no FUSE)."""
 
+import contextlib
 import logging
 import os
 
@@ -35,6 +36,27 @@ def pager(source):
     image.close()
 
 
+@contextlib.contextmanager
+def own_pager(image, **options):
+    """A UserPager the test makes itself, stopped afterwards."""
+    up = UserPager(image, **options)
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+@contextlib.contextmanager
+def file_vmo(up, name):
+    """(ino, vmo) of a file opened through the pager, closed afterwards."""
+    ino = up.image.resolve(name)
+    vmo = up.open(ino)
+    try:
+        yield ino, vmo
+    finally:
+        up.close(ino)
+
+
 def read_pages(vmo, first, count):
     return zx.zx_vmo_read(vmo, first * PAGE, count * PAGE)
 
@@ -48,16 +70,12 @@ def outcome(vmo, page, size):
 
 def test_serves_every_byte(pager, source):
     data, _ = source
-    ino = pager.image.resolve(b"f")
-    vmo = pager.open(ino)
-    try:
+    with file_vmo(pager, b"f") as (ino, vmo):
         assert zx.zx_vmo_read(vmo, 0, len(data)) == data
         stats = pager.stats.snapshot(ino)
         assert stats["pages_supplied"] == -(-len(data) // PAGE)
         assert pager.committed_pages(ino) == -(-len(data) // PAGE)
         assert pager.wait_idle(30)  # the pager thread may still hold the file a moment
-    finally:
-        pager.close(ino)
     assert pager.committed_pages(ino) == 0  # closing the last opener frees the VMO
 
 
@@ -66,9 +84,7 @@ def test_serves_every_byte(pager, source):
     ("BAD_STATE", zx.ZX_ERR_BAD_STATE), ("corrupt", zx.ZX_ERR_IO_DATA_INTEGRITY)])
 def test_only_the_rule_pages_fail_with_their_status(pager, source, error, status):
     data, _ = source
-    ino = pager.image.resolve(b"f")
-    vmo = pager.open(ino)
-    try:
+    with file_vmo(pager, b"f") as (ino, vmo):
         pager.add_fault(ino, parse_rule(f"pages=6-9 error={error}"))  # spans two chunks
         # One request over all of it fails as a whole (the contract's kernel) ...
         with pytest.raises(zx.ZxError) as info:
@@ -85,15 +101,11 @@ def test_only_the_rule_pages_fail_with_their_status(pager, source, error, status
         assert pager.committed_pages(ino) == committed  # the good pages asked for nothing
         name = "IO_DATA_INTEGRITY" if error == "corrupt" else error
         assert set(pager.stats.snapshot(ino)["pages_failed"]) == {name}
-    finally:
-        pager.close(ino)
 
 
 def test_a_random_read_is_served_its_own_pages_and_a_stream_whole_chunks(pager, source):
     data, _ = source
-    ino = pager.image.resolve(b"f")
-    vmo = pager.open(ino)
-    try:
+    with file_vmo(pager, b"f") as (ino, vmo):
         # Page 9 starts no stream: only it is verified and supplied, not its chunk.
         assert read_pages(vmo, 9, 1) == data[9 * PAGE:10 * PAGE]
         assert pager.committed_pages(ino) == 1
@@ -102,22 +114,16 @@ def test_a_random_read_is_served_its_own_pages_and_a_stream_whole_chunks(pager, 
         assert read_pages(vmo, 0, 1) == data[:PAGE]
         assert pager.wait_idle(30)
         assert pager.committed_pages(ino) >= 1 + 4
-    finally:
-        pager.close(ino)
 
 
 def test_adding_a_rule_evicts_present_pages(pager, source):
     data, _ = source
-    ino = pager.image.resolve(b"f")
-    vmo = pager.open(ino)
-    try:
+    with file_vmo(pager, b"f") as (ino, vmo):
         assert read_pages(vmo, 0, 8) == data[:8 * PAGE]
         pager.add_fault(ino, parse_rule("pages=2 error=IO"))
         assert outcome(vmo, 2, len(data)) == zx.ZX_ERR_IO
         assert pager.clear_faults(ino) == 0  # page 2 was absent: nothing to evict
         assert outcome(vmo, 2, len(data)) == data[2 * PAGE:3 * PAGE]
-    finally:
-        pager.close(ino)
 
 
 def test_real_damage_in_the_image_fails_exactly_the_damaged_pages(source, tmp_path):
@@ -128,20 +134,15 @@ def test_real_damage_in_the_image_fails_exactly_the_damaged_pages(source, tmp_pa
     lost = {p for d in corrupt(str(damaged), b"f", 9) if d.path.lstrip(b"/") == b"f"
             for p in range(d.first_page, d.last_page + 1)}
     assert 9 in lost and lost <= set(range(8, 12))  # the damage stays in its chunk
-    with Image.open(damaged) as img:
-        up = UserPager(img, threads=1)
-        ino = img.resolve(b"f")
-        vmo = up.open(ino)
-        try:
-            for page in range(16):
-                got = outcome(vmo, page, len(data))
-                if page in lost:
-                    assert got == zx.ZX_ERR_IO_DATA_INTEGRITY, page
-                else:
-                    assert got == data[page * PAGE:(page + 1) * PAGE], page
-        finally:
-            up.close(ino)
-            up.stop()
+    with (Image.open(damaged) as img,
+          own_pager(img, threads=1) as up,
+          file_vmo(up, b"f") as (ino, vmo)):
+        for page in range(16):
+            got = outcome(vmo, page, len(data))
+            if page in lost:
+                assert got == zx.ZX_ERR_IO_DATA_INTEGRITY, page
+            else:
+                assert got == data[page * PAGE:(page + 1) * PAGE], page
 
 
 def test_unreadable_image_fails_with_zx_err_io(source, tmp_path):
@@ -150,15 +151,9 @@ def test_unreadable_image_fails_with_zx_err_io(source, tmp_path):
     copy.write_bytes(image.read_bytes())
     with Image.open(copy) as img:
         os.truncate(copy, 4096)  # the data vanishes under the open image
-        up = UserPager(img, threads=1)
-        ino = img.resolve(b"f")
-        vmo = up.open(ino)
-        try:
+        with own_pager(img, threads=1) as up, file_vmo(up, b"f") as (ino, vmo):
             assert outcome(vmo, 0, len(data)) == zx.ZX_ERR_IO
             assert up.stats.snapshot(ino)["pages_failed"]["IO"] >= 1
-        finally:
-            up.close(ino)
-            up.stop()
 
 
 class BrokenImage:
@@ -179,18 +174,13 @@ class BrokenImage:
 
 def test_unexpected_errors_become_bad_state_and_a_log_line(source, caplog):
     data, image = source
-    with Image.open(image) as img:
-        up = UserPager(BrokenImage(img), threads=1)
-        ino = img.resolve(b"f")
-        vmo = up.open(ino)
-        try:
-            with caplog.at_level(logging.ERROR, logger="pagerfs.pager"):
-                assert outcome(vmo, 3, len(data)) == zx.ZX_ERR_BAD_STATE
-                assert outcome(vmo, 3, len(data)) == zx.ZX_ERR_BAD_STATE  # still serving
-            assert "a bug in the store" in caplog.text
-        finally:
-            up.close(ino)
-            up.stop()
+    with (Image.open(image) as img,
+          own_pager(BrokenImage(img), threads=1) as up,
+          file_vmo(up, b"f") as (ino, vmo)):
+        with caplog.at_level(logging.ERROR, logger="pagerfs.pager"):
+            assert outcome(vmo, 3, len(data)) == zx.ZX_ERR_BAD_STATE
+            assert outcome(vmo, 3, len(data)) == zx.ZX_ERR_BAD_STATE  # still serving
+        assert "a bug in the store" in caplog.text
 
 
 def test_budget_keeps_committed_pages_bounded(tmp_path):
@@ -200,24 +190,19 @@ def test_budget_keeps_committed_pages_bounded(tmp_path):
     data = b"".join(i.to_bytes(4, "little") * 1024 for i in range(6 * 1024))
     (src / "large").write_bytes(data)
     build_image(str(src), str(tmp_path / "l.img"), chunk_size=128 * 1024)
-    with Image.open(tmp_path / "l.img") as img:
-        up = UserPager(img, threads=2, budget=16 * 2**20)
-        ino = img.resolve(b"large")
-        vmo = up.open(ino)
-        try:
-            for offset in range(0, len(data), 2**20):
-                assert zx.zx_vmo_read(vmo, offset, 2**20) == data[offset:offset + 2**20]
-                assert up.committed_pages() * PAGE <= 16 * 2**20
-            # At least every page once: read-ahead racing the budget may supply a page,
-            # see it evicted, and supply it again.
-            supplied = up.stats.snapshot(ino)["pages_supplied"]
-            assert supplied >= len(data) // PAGE
-            # The first pages were evicted; reading them again asks the pager again.
-            assert zx.zx_vmo_read(vmo, 0, PAGE) == data[:PAGE]
-            assert up.stats.snapshot(ino)["pages_supplied"] > supplied
-        finally:
-            up.close(ino)
-            up.stop()
+    with (Image.open(tmp_path / "l.img") as img,
+          own_pager(img, threads=2, budget=16 * 2**20) as up,
+          file_vmo(up, b"large") as (ino, vmo)):
+        for offset in range(0, len(data), 2**20):
+            assert zx.zx_vmo_read(vmo, offset, 2**20) == data[offset:offset + 2**20]
+            assert up.committed_pages() * PAGE <= 16 * 2**20
+        # At least every page once: read-ahead racing the budget may supply a page,
+        # see it evicted, and supply it again.
+        supplied = up.stats.snapshot(ino)["pages_supplied"]
+        assert supplied >= len(data) // PAGE
+        # The first pages were evicted; reading them again asks the pager again.
+        assert zx.zx_vmo_read(vmo, 0, PAGE) == data[:PAGE]
+        assert up.stats.snapshot(ino)["pages_supplied"] > supplied
     with pytest.raises(ValueError):
         UserPager(None, budget=2**20)
 
@@ -265,39 +250,32 @@ def test_any_rules_any_reads_match_the_page_model(source, rules, reads):
     data, image = source
     rules = [(first, first + span, kind) for first, span, kind in rules]
     npages = -(-len(data) // PAGE)
-    with Image.open(image) as img:
-        up = UserPager(img, threads=2)
-        ino = img.resolve(b"f")
-        vmo = up.open(ino)
-        try:
-            for first, last, kind in rules:
-                up.add_fault(ino, parse_rule(f"pages={first}-{last} error={kind}"))
-            # Reads of several pages: all good, or fail with the status of a bad page.
-            for first, count in reads:
-                count = min(count, npages - first)
-                statuses = {expected_status(rules, p) for p in range(first, first + count)} - {None}
-                try:
-                    got = zx.zx_vmo_read(vmo, first * PAGE, min(count * PAGE, len(data) - first * PAGE))
-                except zx.ZxError as err:
-                    assert err.status in statuses
-                else:
-                    assert not statuses and got == data[first * PAGE:first * PAGE + len(got)]
-            # Afterwards, page by page, exactly the model.
-            for page in range(npages):
-                want = expected_status(rules, page)
-                got = outcome(vmo, page, len(data))
-                assert got == (want if want is not None else data[page * PAGE:(page + 1) * PAGE]), page
-        finally:
-            up.close(ino)
-            up.stop()
+    with (Image.open(image) as img,
+          own_pager(img, threads=2) as up,
+          file_vmo(up, b"f") as (ino, vmo)):
+        for first, last, kind in rules:
+            up.add_fault(ino, parse_rule(f"pages={first}-{last} error={kind}"))
+        # Reads of several pages: all good, or fail with the status of a bad page.
+        for first, count in reads:
+            count = min(count, npages - first)
+            statuses = {expected_status(rules, p) for p in range(first, first + count)} - {None}
+            try:
+                got = zx.zx_vmo_read(vmo, first * PAGE, min(count * PAGE, len(data) - first * PAGE))
+            except zx.ZxError as err:
+                assert err.status in statuses
+            else:
+                assert not statuses and got == data[first * PAGE:first * PAGE + len(got)]
+        # Afterwards, page by page, exactly the model.
+        for page in range(npages):
+            want = expected_status(rules, page)
+            got = outcome(vmo, page, len(data))
+            assert got == (want if want is not None else data[page * PAGE:(page + 1) * PAGE]), page
 
 
 def test_a_read_at_the_start_reads_the_rest_ahead_once(pager, source):
     data, _ = source
-    ino = pager.image.resolve(b"f")
-    vmo = pager.open(ino)
     npages = -(-len(data) // PAGE)
-    try:
+    with file_vmo(pager, b"f") as (ino, vmo):
         assert read_pages(vmo, 0, 1) == data[:PAGE]
         assert pager.wait_idle(timeout=60)
         # The whole (small) file lies within the read-ahead window.
@@ -307,15 +285,11 @@ def test_a_read_at_the_start_reads_the_rest_ahead_once(pager, source):
         stats = pager.stats.snapshot(ino)
         assert stats["page_requests"] == requests  # nothing left to ask for
         assert stats["chunks_read"] == -(-npages // (CHUNK // PAGE))  # each chunk once
-    finally:
-        pager.close(ino)
 
 
 def test_read_ahead_leaves_a_rule_its_pages(pager, source):
     data, _ = source
-    ino = pager.image.resolve(b"f")
-    vmo = pager.open(ino)
-    try:
+    with file_vmo(pager, b"f") as (ino, vmo):
         pager.add_fault(ino, parse_rule("pages=41 error=IO"))
         assert read_pages(vmo, 0, 1) == data[:PAGE]
         assert pager.wait_idle(timeout=60)
@@ -323,23 +297,16 @@ def test_read_ahead_leaves_a_rule_its_pages(pager, source):
         assert pager.committed_pages(ino) == -(-len(data) // PAGE) - 4
         assert outcome(vmo, 41, len(data)) == zx.ZX_ERR_IO
         assert outcome(vmo, 40, len(data)) == data[40 * PAGE:41 * PAGE]
-    finally:
-        pager.close(ino)
 
 
 def test_read_ahead_can_be_turned_off(source):
     data, path = source
-    with Image.open(path) as image:
-        up = UserPager(image, threads=2, read_ahead=0)
-        ino = image.resolve(b"f")
-        vmo = up.open(ino)
-        try:
-            assert read_pages(vmo, 0, 1) == data[:PAGE]
-            assert up.wait_idle(timeout=60)
-            assert up.committed_pages(ino) == CHUNK // PAGE  # its own chunk only
-        finally:
-            up.close(ino)
-            up.stop()
+    with (Image.open(path) as image,
+          own_pager(image, threads=2, read_ahead=0) as up,
+          file_vmo(up, b"f") as (ino, vmo)):
+        assert read_pages(vmo, 0, 1) == data[:PAGE]
+        assert up.wait_idle(timeout=60)
+        assert up.committed_pages(ino) == CHUNK // PAGE  # its own chunk only
 
 
 def test_random_pages_do_not_keep_their_whole_chunks_alive(tmp_path):
@@ -350,23 +317,18 @@ def test_random_pages_do_not_keep_their_whole_chunks_alive(tmp_path):
     (src / "r").write_bytes(os.urandom(64 * chunk))  # incompressible: 64 raw chunks
     image = tmp_path / "r.img"
     build_image(str(src), str(image), chunk_size=chunk)
-    with Image.open(image) as img:
-        up = UserPager(img, threads=1, budget=None)
-        ino = img.resolve(b"r")
-        vmo = up.open(ino)
+    with (Image.open(image) as img,
+          own_pager(img, threads=1, budget=None) as up,
+          file_vmo(up, b"r") as (ino, vmo)):
+        tracemalloc.start()
         try:
-            tracemalloc.start()
-            try:
-                base = tracemalloc.get_traced_memory()[0]
-                for k in range(64):  # page 3 of every chunk: no stream, one page each
-                    read_pages(vmo, k * (chunk // PAGE) + 3, 1)
-                assert up.wait_idle(30)
-                held = tracemalloc.get_traced_memory()[0] - base
-            finally:
-                tracemalloc.stop()
-            assert up.committed_pages(ino) == 64
-            # 64 pages are 256 KiB; keeping their chunks alive would be 4 MiB.
-            assert held < 1 << 20, held
+            base = tracemalloc.get_traced_memory()[0]
+            for k in range(64):  # page 3 of every chunk: no stream, one page each
+                read_pages(vmo, k * (chunk // PAGE) + 3, 1)
+            assert up.wait_idle(30)
+            held = tracemalloc.get_traced_memory()[0] - base
         finally:
-            up.close(ino)
-            up.stop()
+            tracemalloc.stop()
+        assert up.committed_pages(ino) == 64
+        # 64 pages are 256 KiB; keeping their chunks alive would be 4 MiB.
+        assert held < 1 << 20, held

@@ -50,6 +50,14 @@ def _in_process(args: list[str]) -> Run:
 
 
 @pytest.fixture
+def image(pristine, tmp_path) -> Path:
+    """A copy of the test module's `pristine` image, for the test to damage."""
+    copy = tmp_path / "img"
+    shutil.copyfile(pristine, copy)
+    return copy
+
+
+@pytest.fixture
 def cli():
     """`pagerfs ARGS` in this process: any exception escaping main() fails the test."""
     return _in_process

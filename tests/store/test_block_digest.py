@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-import shutil
 import threading
 from pathlib import Path
 
@@ -39,13 +38,6 @@ def pristine(tree, tmp_path_factory) -> Path:
     image = tmp_path_factory.mktemp("digest") / "p.img"
     build_image(tree, image, chunk_size=CHUNK)
     return image
-
-
-@pytest.fixture
-def image(pristine, tmp_path) -> Path:
-    copy = tmp_path / "img"
-    shutil.copyfile(pristine, copy)
-    return copy
 
 
 def test_block_digest_is_sha256_of_the_bytes_then_the_page_hashes(pristine):

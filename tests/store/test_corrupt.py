@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import threading
 from pathlib import Path
 
@@ -39,13 +38,6 @@ def pristine(tree, tmp_path_factory) -> Path:
     image = tmp_path_factory.mktemp("c") / "p.img"
     build_image(tree, image, chunk_size=CHUNK)
     return image
-
-
-@pytest.fixture
-def image(pristine, tmp_path) -> Path:
-    copy = tmp_path / "img"
-    shutil.copyfile(pristine, copy)
-    return copy
 
 
 @pytest.mark.parametrize("page", [0, 5, 16, 47, 150, 159])

@@ -35,10 +35,11 @@ def test_random_trees_round_trip(tree):
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(os.fsencode(tmp), b"src")
         written = {}
+        # Folders first: a file named like one of them ("e" beside "e/x") gives way.
+        for folder in {folder for folder, _name in tree}:
+            os.makedirs(os.path.join(root, folder) if folder else root, exist_ok=True)
         for (folder, name), data in tree.items():
-            d = os.path.join(root, folder) if folder else root
-            os.makedirs(d, exist_ok=True)
-            path = os.path.join(d, name)
+            path = os.path.join(os.path.join(root, folder) if folder else root, name)
             if os.path.isdir(path):
                 continue  # a file name equal to one of our folder names
             with open(path, "wb") as f:
