@@ -8,9 +8,11 @@ supplied or failed (the kernel model fails the whole request once any page of it
 failed; the Linux client then asks again page by page, which is what makes failures
 page-precise at the host).
 
-Pages of a covering chunk that lie outside the request are supplied too (read-ahead to
-chunk boundaries: the chunk had to be decompressed anyway), unless a fault rule could
-still fire on them, so that a rule always acts on the request that really asks.
+Pages of a covering chunk outside the request are supplied too (the chunk had to be
+decompressed anyway), unless a fault rule could still fire on them, so that a rule
+always acts on the request that really asks. One exception: on a file without rules a
+request that starts no stream gets, and verifies, only its own pages (a random 4 KiB
+read need not hash 128 KiB).
 
 Sequential read-ahead, as blobfs does: a request that continues a stream on a file
 (it starts where the last one or its read-ahead left off, or at page 0) also plans the
