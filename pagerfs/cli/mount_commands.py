@@ -32,7 +32,7 @@ Mount options (-o, comma separated, may repeat):
   read_ahead=SIZE      how far ahead the pager supplies a sequentially read file
                        (default 2M, 0 turns it off, at most 64M)
   read_ahead_kb=N      the kernel's read-ahead window on this mount, set as root
-                       (default 1024; 0 keeps the kernel's 128)
+                       (default 1024; 0 turns it off: each READ is one page)
   default_permissions, noatime, nodev, nosuid   passed to FUSE
 """
 
@@ -49,7 +49,7 @@ def add_parsers(sub) -> None:
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="mount options, see below")
     p.add_argument("--trace", metavar="FILE",
-                   help="append one JSON line per page request, supply and FAIL to FILE")
+                   help="append one JSON line per READ, page request, supply and FAIL to FILE")
     p.add_argument("--log", metavar="FILE",
                    help="write the daemon's log to FILE (default: stderr with -f, else syslog)")
     p.add_argument("--debug", action="store_true", help="log at debug level")

@@ -108,6 +108,12 @@ class FileSystem:
         length = min(size, f.size - offset)
         if length <= 0:
             return b""
+        trace = self.pager.trace
+        if trace.enabled:
+            # The kernel's own request: unlike the pager's packets, which miss pages
+            # supplied with their chunk, READs show every page-cache miss.
+            trace.event("read", ino=f.ino, offset=offset, length=length,
+                        path=os.fsdecode(self.image.path_of(f.ino)))
         return zx.vmo_read_async(f.vmo, offset, length, done)
 
     def release(self, fh: int) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import functools
 import logging
 import logging.handlers
 import os
@@ -40,7 +39,8 @@ class MountOptions:
     read_ahead: int = 2 * 2**20
     # The kernel's read-ahead window on this mount (its BDI's read_ahead_kb): with the
     # default 128 KiB only one READ is in flight; a wider window keeps several going.
-    # 0 leaves the kernel's own.
+    # 0 turns it off: every READ is then one page the program itself touched, which is
+    # what `pagerfs sweep` traces.
     read_ahead_kb: int = 1024
     fuse_options: tuple[str, ...] = ()
 
@@ -102,7 +102,7 @@ def parse_options(texts: list[str]) -> MountOptions:
 
 
 def set_read_ahead_kb(mountpoint: str, kib: int) -> bool:
-    """Widen the kernel's read-ahead window on our own mount, best effort (it needs
+    """Set the kernel's read-ahead window on our own mount, best effort (it needs
     root; without it the mount works with the kernel's default)."""
     # Called once the FUSE loop runs: the stat is answered only after the kernel has
     # taken our INIT reply, which sets the window from max_readahead (so setting it any
@@ -227,12 +227,17 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
                         return
 
                 nursery.start_soon(watch)
-                if options.read_ahead_kb:
-                    nursery.start_soon(functools.partial(
-                        trio.to_thread.run_sync, set_read_ahead_kb, mountpoint,
-                        options.read_ahead_kb, abandon_on_cancel=True))
-                announced.append(True)
-                ready(None)
+
+                async def announce() -> None:
+                    # Ready only once the window is set: a program started right after
+                    # `pagerfs mount` returns must not read under the kernel's default.
+                    await trio.to_thread.run_sync(
+                        set_read_ahead_kb, mountpoint, options.read_ahead_kb,
+                        abandon_on_cancel=True)
+                    announced.append(True)
+                    ready(None)
+
+                nursery.start_soon(announce)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
 
@@ -241,6 +246,8 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
     try:
         trio.run(main)
         clean = True
+        if not announced:  # unmounted from outside before the window was set
+            ready("the mount went away before it was ready")
     except BaseException as err:
         log.critical("FUSE loop died:\n%s", traceback.format_exc())
         if not announced:

@@ -1,4 +1,4 @@
-"""--trace FILE: one JSON line per page request packet, supply and FAIL."""
+"""--trace FILE: one JSON line per FUSE READ, page request packet, supply and FAIL."""
 
 from __future__ import annotations
 
