@@ -10,15 +10,11 @@ import argparse
 import errno
 import json
 import os
-import re
-import select
-import shutil
-import subprocess
-import threading
 
+from pagerfs.cli import unmount
 from pagerfs.cli.common import EXIT_OK, EXIT_UNUSABLE, CommandError
 
-STATS = "user.pagerfs.stats"
+STATS = unmount.STATS
 FAULT = "user.pagerfs.fault"
 FAULTS = "user.pagerfs.faults"
 
@@ -33,6 +29,11 @@ Mount options (-o, comma separated, may repeat):
                        (default 2M, 0 turns it off, at most 64M)
   read_ahead_kb=N      the kernel's read-ahead window on this mount, set as root
                        (default 1024; 0 turns it off: each READ is one page)
+  faults=FILE          fault rules armed before the mount answers its first request:
+                       one 'PATH: RULE' a line (PATH from the image's root, RULE as
+                       for 'pagerfs fault add'), '#' comments, blank lines. A path not
+                       in the image, a directory, a symlink, pages past the end of the
+                       file or a bad rule refuses the mount: 'pagerfs: FILE:LINE: ...'
   default_permissions, noatime, nodev, nosuid   passed to FUSE
 """
 
@@ -88,7 +89,7 @@ def add_parsers(sub) -> None:
 # -- mount ----------------------------------------------------------------------------
 
 def run_mount(args) -> int:
-    from pagerfs.fuse import daemon
+    from pagerfs.fuse import daemon, faults_file
 
     image = os.path.realpath(args.image)
     mountpoint = os.path.realpath(args.mountpoint)
@@ -112,12 +113,17 @@ def run_mount(args) -> int:
     except OSError as err:
         raise CommandError(f"{args.image}: {err.strerror}") from None
     try:
+        faults = faults_file.load(img, options.faults) if options.faults else []
+    except faults_file.FaultsFileError as err:
+        img.close()
+        raise CommandError(str(err), EXIT_UNUSABLE) from None
+    try:
         if args.foreground:
             return daemon.foreground(img, image, mountpoint, options, args.trace, args.log,
-                                     args.debug)
+                                     args.debug, faults)
         daemon.daemonize(img, image, mountpoint, options,
                          args.trace and os.path.abspath(args.trace),
-                         args.log and os.path.abspath(args.log), args.debug)
+                         args.log and os.path.abspath(args.log), args.debug, faults)
     except daemon.MountError as err:
         raise CommandError(str(err), EXIT_UNUSABLE) from None
     return EXIT_OK
@@ -125,93 +131,8 @@ def run_mount(args) -> int:
 
 # -- umount ---------------------------------------------------------------------------
 
-def _unescape(field: bytes) -> str:
-    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
-    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
-
-
-def _mount_type(mountpoint: str) -> str | None:
-    """The filesystem type /proc/mounts gives for this mount point, if mounted."""
-    found = None
-    with open("/proc/self/mounts", "rb") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) >= 3 and _unescape(fields[1]) == mountpoint:
-                found = fields[2].decode(errors="replace")  # the last mount there wins
-    return found
-
-
-def _with_timeout(fn, seconds: float):
-    """Run fn in a thread; None if it has not answered in time (a hung daemon)."""
-    result: list = []
-
-    def call():
-        try:
-            result.append(fn())
-        except OSError as err:
-            result.append(err)
-
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    return result[0] if result else None
-
-
-_HUNG = -1
-
-
-def _daemon_pid(mountpoint: str) -> int | None:
-    """The daemon's pid; None if it is gone; _HUNG if it does not answer."""
-    answer = _with_timeout(lambda: os.getxattr(mountpoint, STATS), 2.0)
-    if answer is None:
-        return _HUNG
-    if isinstance(answer, bytes):
-        try:
-            return int(json.loads(answer)["pid"])
-        except (ValueError, KeyError):
-            return None
-    return None
-
-
-def _wait_exit(pid: int, seconds: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], seconds)[0])
-    finally:
-        os.close(fd)
-
-
 def run_umount(args) -> int:
-    mountpoint = os.path.realpath(args.mountpoint)
-    kind = _mount_type(mountpoint)
-    if kind is None:
-        raise CommandError(f"{args.mountpoint}: not mounted")
-    if kind != "fuse.pagerfs":
-        raise CommandError(f"{args.mountpoint}: not a pagerfs mount ({kind})")
-    pid = _daemon_pid(mountpoint)
-    if pid == _HUNG:
-        if not args.lazy:
-            # Our own question is stuck in the mount now, which makes it busy for good.
-            raise CommandError(f"{args.mountpoint}: the daemon does not answer (stopped?); "
-                               f"use --lazy to detach the mount anyway")
-        pid = None
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    if tool:
-        command = [tool, "-u", *(["-z"] if args.lazy else []), mountpoint]
-    else:
-        command = ["umount", *(["-l"] if args.lazy else []), mountpoint]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
-        if "busy" in reason.lower():
-            raise CommandError(f"{args.mountpoint}: busy (close what is open there, "
-                               f"or use --lazy)")
-        raise CommandError(f"{args.mountpoint}: cannot unmount: {reason}")
-    if pid is not None and not _wait_exit(pid, 10.0):
-        raise CommandError(f"{args.mountpoint}: unmounted, but daemon {pid} has not exited")
+    unmount.unmount(args.mountpoint, lazy=args.lazy)
     return EXIT_OK
 
 

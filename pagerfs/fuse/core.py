@@ -49,6 +49,7 @@ class FileSystem:
         self._handles: dict[int, OpenFile] = {}
         self._fh = itertools.count(1)
         self._lock = threading.Lock()
+        self._open_dirs = 0
 
     # -- names and attributes ----------------------------------------------------------
 
@@ -66,7 +67,13 @@ class FileSystem:
     def opendir(self, ino: int) -> int:
         if not statmod.S_ISDIR(st_mode(self.image.stat(ino))):
             raise NotADirectoryError(ino)
+        with self._lock:
+            self._open_dirs += 1
         return ino
+
+    def releasedir(self, fh: int) -> None:
+        with self._lock:
+            self._open_dirs -= 1
 
     def listdir(self, ino: int, start: int = 0):
         """(name, Inode) of the entries from index `start` on, stat'ed as consumed, so
@@ -120,6 +127,13 @@ class FileSystem:
         with self._lock:
             f = self._handles.pop(fh)
         self.pager.close(f.ino)
+
+    def open_handles(self) -> int:
+        """Files and directories the kernel holds open here. Each keeps the mount busy
+        until its RELEASE is answered, which the kernel sends after close() returned:
+        `pagerfs umount` waits for this to reach 0."""
+        with self._lock:
+            return len(self._handles) + self._open_dirs
 
     def ino_of(self, fh: int) -> int:
         return self._handles[fh].ino

@@ -43,6 +43,8 @@ class MountOptions:
     # what `pagerfs sweep` traces.
     read_ahead_kb: int = 1024
     fuse_options: tuple[str, ...] = ()
+    # -o faults=FILE: rules armed before the mount answers (read by pagerfs.fuse.faults_file)
+    faults: str | None = None
 
 
 def parse_size(text: str) -> int:
@@ -92,6 +94,8 @@ def parse_options(texts: list[str]) -> MountOptions:
                 if not value.isdigit() or not 0 <= int(value) <= 65536:
                     raise MountError(f"read_ahead_kb={value}: expected 0 to 65536")
                 fields["read_ahead_kb"] = int(value)
+            elif key == "faults" and sep and value:
+                fields["faults"] = value
             elif key in _PASSTHROUGH and not sep:
                 passthrough.append(key)
             elif key in ("ro", "rw"):
@@ -177,10 +181,10 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 
 
 def serve(image, image_path: str, mountpoint: str, options: MountOptions,
-          trace_path: str | None, ready) -> int:
+          trace_path: str | None, ready, faults=()) -> int:
     """Mount the open image and serve until unmounted or signalled; closes the image.
     `ready(error_or_None)` is called exactly once, when the mount answers or when it
-    cannot be made."""
+    cannot be made. `faults`, [(inode, rule)], are armed before the session starts."""
     import pyfuse3
     import trio
 
@@ -197,6 +201,8 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
         image.close()
         ready(f"cannot start: {err}")
         return 2
+    for ino, rule in faults:
+        pager.add_fault(ino, rule)
     fs = FileSystem(image, pager, image_bytes=os.path.getsize(image_path))
     # libfuse splits options at commas; a backslash keeps one literal.
     fsname = os.path.abspath(image_path).replace("\\", "\\\\").replace(",", "\\,")
@@ -262,7 +268,7 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
 
 
 def daemonize(image, image_path: str, mountpoint: str, options: MountOptions,
-              trace_path: str | None, log_path: str | None, debug: bool) -> None:
+              trace_path: str | None, log_path: str | None, debug: bool, faults=()) -> None:
     """Fork a background daemon that serves the open image; return once it serves, or
     raise MountError. The caller must have no threads running (fork)."""
     read_end, write_end = os.pipe()
@@ -283,7 +289,7 @@ def daemonize(image, image_path: str, mountpoint: str, options: MountOptions,
                 os.write(write_end, b"ok\n" if error is None else error.encode() + b"\n")
                 os.close(write_end)
 
-            status = serve(image, image_path, mountpoint, options, trace_path, ready)
+            status = serve(image, image_path, mountpoint, options, trace_path, ready, faults)
         finally:
             os._exit(status)
     os.close(write_end)
@@ -299,7 +305,7 @@ def daemonize(image, image_path: str, mountpoint: str, options: MountOptions,
 
 
 def foreground(image, image_path: str, mountpoint: str, options: MountOptions,
-               trace_path: str | None, log_path: str | None, debug: bool) -> int:
+               trace_path: str | None, log_path: str | None, debug: bool, faults=()) -> int:
     _setup_logging(True, log_path, debug)
     failure: list[str] = []
 
@@ -307,7 +313,7 @@ def foreground(image, image_path: str, mountpoint: str, options: MountOptions,
         if error:
             failure.append(error)
 
-    status = serve(image, image_path, mountpoint, options, trace_path, ready)
+    status = serve(image, image_path, mountpoint, options, trace_path, ready, faults)
     if failure:
         raise MountError(failure[0])
     return status

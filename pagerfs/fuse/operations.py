@@ -112,7 +112,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def releasedir(self, fh):
-        pass
+        self.fs.releasedir(fh)
 
     @fuse_errors
     async def open(self, inode, flags, ctx=None):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import random
 import threading
 from typing import Iterable, Iterator
@@ -127,6 +128,37 @@ def parse_rule(text: str | bytes) -> FaultRule:
     return FaultRule(first, last, error, count, probability, seed, delay_ms)
 
 
+def check_fits(rule: FaultRule, size: int, page_size: int) -> None:
+    """Refuse a rule none of whose pages the file has (a rule that could never fire)."""
+    pages = (size + page_size - 1) // page_size
+    if rule.first_page >= pages:
+        raise FaultRuleError(f"pages={rule.first_page}: the file has {pages} pages"
+                             if pages else f"pages={rule.first_page}: the file is empty")
+
+
+def parse_faults_file(text: str) -> list[tuple[int, str, FaultRule]]:
+    """A faults file (`pagerfs mount -o faults=FILE`) -> [(line number, path, rule)].
+
+    One `PATH: RULE` a line; `#` starts a comment, blank lines are skipped. A rule has
+    no colon, so the path is everything before the last one (paths may hold colons).
+    Raises FaultRuleError naming the line number ("LINE: reason").
+    """
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        path, sep, rule_text = line.rpartition(":")
+        path = path.strip()
+        if not sep or not path:
+            raise FaultRuleError(f"{number}: expected 'PATH: RULE'")
+        try:
+            found.append((number, path, parse_rule(rule_text)))
+        except FaultRuleError as err:
+            raise FaultRuleError(f"{number}: {err}") from None
+    return found
+
+
 def format_rule(rule: FaultRule) -> str:
     """The canonical text of a rule; parse_rule(format_rule(r)) == r."""
     pages = str(rule.first_page) if rule.npages == 1 else f"{rule.first_page}-{rule.last_page}"
@@ -151,6 +183,8 @@ class Firing:
     # pages whose bytes are to be altered before verification
     corrupt: frozenset[int]
     delay_ms: int
+    # how many rules fired on the request (each rule's own count is in its RuleState)
+    rules_fired: int = 0
 
     @property
     def empty(self) -> bool:
@@ -159,12 +193,27 @@ class Firing:
 
 NO_FIRING = Firing({}, frozenset(), 0)
 
+# Rule ids are unique within the process (one daemon: one mount), so that a client that
+# added a rule can name that very rule later, even beside another with the same text.
+_ids = itertools.count(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleState:
+    """A rule as the control channel reports it: its id and how often it fired."""
+
+    id: int
+    rule: FaultRule
+    fired: int  # requests the rule acted on (failed, corrupted or delayed)
+
 
 class _Armed:
     """A rule plus its state: requests left to fire on and its own RNG."""
 
     def __init__(self, rule: FaultRule):
         self.rule = rule
+        self.id = next(_ids)
+        self.fired = 0
         self.remaining = rule.count
         self.rng = random.Random(rule.seed if rule.seed is not None else 0)
 
@@ -180,6 +229,7 @@ class _Armed:
             return False
         if self.remaining is not None:
             self.remaining -= 1
+        self.fired += 1
         return True
 
 
@@ -230,9 +280,25 @@ class FaultSet:
                 self._changing = False
                 self._gate.notify_all()
 
-    def add(self, rule: FaultRule) -> None:
+    def add(self, rule: FaultRule) -> int:
+        """Arm a rule; returns its id."""
+        armed = _Armed(rule)
         with self._lock:
-            self._rules.append(_Armed(rule))
+            self._rules.append(armed)
+        return armed.id
+
+    def remove(self, rule_id: int) -> FaultRule | None:
+        """Take one rule away by id; the rule removed, or None if there is none."""
+        with self._lock:
+            for i, armed in enumerate(self._rules):
+                if armed.id == rule_id:
+                    del self._rules[i]
+                    return armed.rule
+        return None
+
+    def states(self) -> list[RuleState]:
+        with self._lock:
+            return [RuleState(a.id, a.rule, a.fired) for a in self._rules]
 
     def clear(self) -> list[FaultRule]:
         """Remove every rule; returns what was removed (to know which pages to drop)."""
@@ -258,11 +324,13 @@ class FaultSet:
         fail: dict[int, str] = {}
         corrupt: set[int] = set()
         delay = 0
+        fired = 0
         with self._lock:
             for armed in self._rules:
                 rule = armed.rule
                 if not rule.overlaps(first_page, last_page) or not armed.fire():
                     continue
+                fired += 1
                 delay = max(delay, rule.delay_ms)
                 pages = rule.clip(first_page, last_page)
                 if rule.error in FAIL_ERRORS:
@@ -272,7 +340,7 @@ class FaultSet:
                     corrupt.update(pages)
         if not fail and not corrupt and not delay:
             return NO_FIRING
-        return Firing(fail, frozenset(corrupt - fail.keys()), delay)
+        return Firing(fail, frozenset(corrupt - fail.keys()), delay, fired)
 
     def guarded(self, first_page: int, last_page: int) -> bool:
         """Could a rule still fire on a page of this range?

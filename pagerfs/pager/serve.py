@@ -155,6 +155,8 @@ class RequestServer:
         try:
             if faults:
                 req.firing = faults.fire(req.first_page, req.last_page)
+                if req.firing.rules_fired:
+                    self.stats.add(ino, rule_firings=req.firing.rules_fired)
                 if req.firing.delay_ms:
                     self.stats.add(ino, delays=1)
                     self.hurry.wait(req.firing.delay_ms / 1000)

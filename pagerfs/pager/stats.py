@@ -8,8 +8,10 @@ import threading
 # pages_supplied counts pages handed to zx_pager_supply_pages. The kernel skips pages
 # already present, so it can exceed a file's size in pages: read-ahead may supply a
 # chunk a request is serving too, and pages evicted under the budget are supplied again.
+# rule_firings counts (request, rule) pairs on which a fault rule acted: unlike a rule's
+# own count it outlives the rule, so "did any rule of this file ever fire" has an answer.
 FIELDS = ("page_requests", "pages_requested", "pages_supplied", "chunks_read",
-          "bytes_read_from_image", "delays")
+          "bytes_read_from_image", "delays", "rule_firings")
 
 
 class Stats:

@@ -19,7 +19,7 @@ import threading
 import time
 
 from pagerfs import zircon as zx
-from pagerfs.pager.faults import FaultRule, FaultSet
+from pagerfs.pager.faults import FaultRule, FaultSet, RuleState
 from pagerfs.pager.serve import PAGE, RequestServer
 from pagerfs.pager.stats import Stats
 from pagerfs.pager.trace import Trace
@@ -133,9 +133,24 @@ class UserPager:
             return sum(self.drop_pages(ino, rule.first_page, rule.last_page)
                        for rule in faults.clear())
 
+    def remove_fault(self, ino: int, rule_id: int) -> bool:
+        """Take one rule away (by the id fault_states gives); False if it is not there."""
+        faults = self._faultset(ino)
+        with faults.changing():
+            rule = faults.remove(rule_id)
+            if rule is None:
+                return False
+            self.drop_pages(ino, rule.first_page, rule.last_page)
+            return True
+
     def faults(self, ino: int) -> list[FaultRule]:
         faults = self._faults.get(ino)
         return faults.rules() if faults else []
+
+    def fault_states(self, ino: int) -> list[RuleState]:
+        """The file's rules with their ids and how many requests each one fired on."""
+        faults = self._faults.get(ino)
+        return faults.states() if faults else []
 
     def drop_pages(self, ino: int, first_page: int, last_page: int) -> int:
         """Evict pages from the file's VMO so that the next access asks the pager."""

@@ -114,3 +114,40 @@ def test_delay_only_rules_do_not_guard_read_ahead():
 def test_page_runs():
     assert page_runs([5, 1, 2, 3, 9, 10]) == [(1, 3), (5, 1), (9, 2)]
     assert page_runs([]) == []
+
+
+def test_faults_file_lines_comments_and_colons_in_paths():
+    from pagerfs.pager.faults import parse_faults_file
+
+    text = ("# broken pages of the test data\n\n"
+            "data.bin: pages=2-3 error=IO   # two pages\n"
+            "  /dir/a:b.txt :pages=0 error=corrupt\n")
+    assert parse_faults_file(text) == [
+        (3, "data.bin", FaultRule(2, 3, "IO")),
+        (4, "/dir/a:b.txt", FaultRule(0, 0, "corrupt")),
+    ]
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("data.bin pages=1 error=IO", "expected 'PATH: RULE'"),
+    (": pages=1 error=IO", "expected 'PATH: RULE'"),
+    ("data.bin: pages=1 error=EIO", "error='EIO'"),
+    ("data.bin:", "pages= is required"),
+])
+def test_faults_file_errors_name_the_line(line, needle):
+    from pagerfs.pager.faults import parse_faults_file
+
+    with pytest.raises(FaultRuleError) as info:
+        parse_faults_file("ok.bin: pages=0 error=IO\n" + line + "\n")
+    assert str(info.value).startswith("2: ") and needle in str(info.value)
+
+
+def test_each_rule_counts_the_requests_it_fired_on():
+    faults = FaultSet()
+    hit = faults.add(FaultRule(0, 1, "IO"))
+    missed = faults.add(FaultRule(9, 9, "IO"))
+    assert faults.fire(0, 3).rules_fired == 1
+    faults.fire(1, 1)
+    assert {s.id: s.fired for s in faults.states()} == {hit: 2, missed: 0}
+    assert faults.remove(hit) == FaultRule(0, 1, "IO") and faults.remove(hit) is None
+    assert [s.id for s in faults.states()] == [missed]
