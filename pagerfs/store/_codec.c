@@ -1,0 +1,690 @@
+/* pagerfs.store._codec: the store's block codec in C (docs/ARCHITECTURE.md, "native").
+ *
+ * A stored block is read, decompressed and verified, or hashed and compressed, in one
+ * call that releases the GIL for all of its work, so two threads decode two blocks side
+ * by side. lz4 is Debian's liblz4, SHA-256 OpenSSL's libcrypto (SHA-NI where the CPU has
+ * it); nothing here is a hand-written codec. pagerfs/store/_codec_py.py is the same API
+ * in Python, the tests' oracle: every result here must equal its result byte for byte.
+ *
+ * Verification works on byte regions of the uncompressed block, each hashed page by page
+ * (4 KiB, the last page of a region zero padded, as fs-verity pads a file's last block),
+ * so a file's pages may start at any byte offset of a block: a tail packed without
+ * padding is one region. Without regions the whole block is checked with one hash
+ * against its block digest (SHA-256 of the bytes followed by the block's page hashes),
+ * and page by page only when that fails, to say which pages are bad.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lz4.h>
+#include <openssl/evp.h>
+#include <openssl/opensslv.h>
+
+#define PAGE 4096
+#define HASH 32
+
+static const unsigned char zero_page[PAGE];
+static const EVP_MD *sha256_md;
+static PyObject *ShortReadError;
+static PyObject *DecodeError;
+
+/* ---- scratch memory: one growing buffer per thread, for compressed bytes ---------- */
+
+/* A fresh 128 KiB malloc per block costs page faults (glibc gives such sizes back to the
+ * kernel), so each thread keeps its largest buffer; the key's destructor frees it when
+ * the thread ends. */
+static pthread_key_t scratch_key;
+
+struct scratch {
+    size_t cap;
+    unsigned char bytes[];
+};
+
+static unsigned char *
+scratch(size_t n)
+{
+    struct scratch *s = pthread_getspecific(scratch_key);
+    if (s == NULL || s->cap < n) {
+        struct scratch *grown = realloc(s, sizeof *s + n);
+        if (grown == NULL)
+            return NULL;  /* the old buffer stays the thread's */
+        grown->cap = n;
+        s = grown;
+        pthread_setspecific(scratch_key, s);
+    }
+    return s->bytes;
+}
+
+/* ---- hashing (no GIL needed) ------------------------------------------------------ */
+
+/* SHA-256 of a[0:na] followed by b[0:nb]; 0, or -1 if OpenSSL failed. */
+static int
+sha256_cat(EVP_MD_CTX *ctx, const void *a, size_t na, const void *b, size_t nb,
+           unsigned char *out)
+{
+    unsigned int len;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    if (!EVP_DigestInit_ex2(ctx, sha256_md, NULL))
+#else
+    if (!EVP_DigestInit_ex(ctx, sha256_md, NULL))
+#endif
+        return -1;
+    if (!EVP_DigestUpdate(ctx, a, na) || (nb && !EVP_DigestUpdate(ctx, b, nb)))
+        return -1;
+    return EVP_DigestFinal_ex(ctx, out, &len) ? 0 : -1;
+}
+
+/* The hash of one page: n <= PAGE bytes, zero padded to PAGE. */
+static int
+hash_page(EVP_MD_CTX *ctx, const unsigned char *p, size_t n, unsigned char *out)
+{
+    return sha256_cat(ctx, p, n, zero_page, PAGE - n, out);
+}
+
+/* The page hashes of p[0:n] into out (32 bytes per page, the last page zero padded). */
+static int
+hash_span(EVP_MD_CTX *ctx, const unsigned char *p, size_t n, unsigned char *out)
+{
+    for (size_t at = 0; at < n; at += PAGE, out += HASH) {
+        if (hash_page(ctx, p + at, n - at < PAGE ? n - at : PAGE, out) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static Py_ssize_t
+pages_of(Py_ssize_t n)
+{
+    return n / PAGE + (n % PAGE != 0);
+}
+
+/* ---- what to verify: parsed with the GIL, used without it -------------------------- */
+
+typedef struct {
+    Py_ssize_t offset, length;
+} Region;
+
+typedef struct {
+    Py_buffer digest;  /* .buf NULL: no digest check */
+    Py_buffer hashes;
+    Region *regions;
+    Region whole;      /* regions points here when the caller gave none */
+    Py_ssize_t nregions;
+    Py_ssize_t npages; /* = len(hashes) / 32 */
+    Py_ssize_t *bad;   /* npages slots */
+} Check;
+
+static void
+check_release(Check *c)
+{
+    if (c->digest.buf)
+        PyBuffer_Release(&c->digest);
+    if (c->hashes.buf)
+        PyBuffer_Release(&c->hashes);
+    if (c->regions != &c->whole)
+        PyMem_Free(c->regions);
+    PyMem_Free(c->bad);
+    c->regions = NULL;
+    c->bad = NULL;
+}
+
+/* Parse (digest, hashes, regions) for a block of `length` bytes; -1 with an exception. */
+static int
+check_parse(Check *c, Py_ssize_t length, PyObject *digest, PyObject *hashes, PyObject *regions)
+{
+    memset(c, 0, sizeof *c);
+    c->regions = &c->whole;
+    if (PyObject_GetBuffer(hashes, &c->hashes, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (digest != Py_None) {
+        if (regions != Py_None) {
+            PyErr_SetString(PyExc_ValueError, "a block digest verifies whole blocks: give no regions");
+            goto fail;
+        }
+        if (PyObject_GetBuffer(digest, &c->digest, PyBUF_SIMPLE) < 0)
+            goto fail;
+        if (c->digest.len != HASH) {
+            PyErr_SetString(PyExc_ValueError, "a block digest is 32 bytes");
+            goto fail;
+        }
+    }
+    if (regions == Py_None) {
+        c->whole.offset = 0;
+        c->whole.length = length;
+        c->nregions = 1;
+        c->npages = pages_of(length);
+    } else {
+        PyObject *seq = PySequence_Fast(regions, "regions must be a sequence of (offset, length)");
+        if (seq == NULL)
+            goto fail;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        c->regions = PyMem_Malloc((n ? n : 1) * sizeof(Region));
+        if (c->regions == NULL) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            goto fail;
+        }
+        c->nregions = n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Region *r = &c->regions[i];
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "nn;a region is (offset, length)",
+                                  &r->offset, &r->length)) {
+                Py_DECREF(seq);
+                goto fail;
+            }
+            if (r->offset < 0 || r->length < 0 || r->offset > length - r->length) {
+                PyErr_Format(PyExc_ValueError, "region (%zd, %zd) is not inside a block of %zd bytes",
+                             r->offset, r->length, length);
+                Py_DECREF(seq);
+                goto fail;
+            }
+            c->npages += pages_of(r->length);
+        }
+        Py_DECREF(seq);
+    }
+    if (c->hashes.len != c->npages * HASH) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes of page hashes for %zd pages", c->hashes.len,
+                     c->npages);
+        goto fail;
+    }
+    c->bad = PyMem_Malloc((c->npages ? c->npages : 1) * sizeof(Py_ssize_t));
+    if (c->bad == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    return 0;
+fail:
+    check_release(c);
+    return -1;
+}
+
+/* The bad pages of `data` (indices into the hashes, in order) into c->bad; their count,
+ * or -1 if OpenSSL failed. No GIL needed. */
+static Py_ssize_t
+check_run(const Check *c, EVP_MD_CTX *ctx, const unsigned char *data, size_t length)
+{
+    const unsigned char *want = c->hashes.buf;
+    unsigned char got[HASH];
+    if (c->digest.buf) {
+        if (sha256_cat(ctx, data, length, want, c->npages * HASH, got) < 0)
+            return -1;
+        if (memcmp(got, c->digest.buf, HASH) == 0)
+            return 0;
+    }
+    Py_ssize_t nbad = 0, page = 0;
+    for (Py_ssize_t i = 0; i < c->nregions; i++) {
+        const Region *r = &c->regions[i];
+        for (Py_ssize_t at = 0; at < r->length; at += PAGE, page++) {
+            size_t take = r->length - at < PAGE ? r->length - at : PAGE;
+            if (hash_page(ctx, data + r->offset + at, take, got) < 0)
+                return -1;
+            if (memcmp(got, want + page * HASH, HASH) != 0)
+                c->bad[nbad++] = page;
+        }
+    }
+    if (c->digest.buf && nbad == 0) {
+        /* The digest fails and every page hash matches: the metadata contradicts itself
+         * (only a forger who rewrote the digest makes that), so no page is trusted. */
+        for (page = 0; page < c->npages; page++)
+            c->bad[page] = page;
+        nbad = c->npages;
+    }
+    return nbad;
+}
+
+static PyObject *
+bad_list(const Check *c, Py_ssize_t nbad)
+{
+    PyObject *list = PyList_New(nbad);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nbad; i++) {
+        PyObject *v = PyLong_FromSsize_t(c->bad[i]);
+        if (v == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+/* ---- the shared core of read_block and decode_block ------------------------------ */
+
+enum outcome { OK, NO_MEMORY, HASH_FAILED, READ_FAILED, SHORT_READ, LZ4_FAILED, WRONG_LENGTH };
+
+static PyObject *
+raise_for(enum outcome o, int err)
+{
+    switch (o) {
+    case NO_MEMORY:
+        return PyErr_NoMemory();
+    case HASH_FAILED:
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL SHA-256 failed");
+        return NULL;
+    case READ_FAILED:
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    case SHORT_READ:
+        PyErr_SetString(ShortReadError, "short read: the image was truncated");
+        return NULL;
+    case LZ4_FAILED:
+        PyErr_SetString(DecodeError, "lz4 decompression failed");
+        return NULL;
+    case WRONG_LENGTH:
+        PyErr_SetString(DecodeError, "wrong uncompressed length");
+        return NULL;
+    default:
+        return NULL;
+    }
+}
+
+/* lz4-decode src into dst (exactly raw bytes) and verify; no GIL needed. */
+static enum outcome
+decode_and_check(const Check *c, const unsigned char *src, size_t stored, unsigned char *dst,
+                 size_t raw, int compressed, Py_ssize_t *nbad)
+{
+    if (compressed) {
+        int n = LZ4_decompress_safe((const char *)src, (char *)dst, (int)stored, (int)raw);
+        /* python-lz4 (the oracle) reports a short decode as a failed decompression too */
+        if (n < 0 || (size_t)n != raw)
+            return LZ4_FAILED;
+    }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL)
+        return NO_MEMORY;
+    *nbad = check_run(c, ctx, dst, raw);
+    EVP_MD_CTX_free(ctx);
+    return *nbad < 0 ? HASH_FAILED : OK;
+}
+
+static int
+valid_lengths(Py_ssize_t stored, Py_ssize_t raw)
+{
+    if (raw < 1 || raw > LZ4_MAX_INPUT_SIZE || stored < 1 || stored > raw) {
+        PyErr_Format(PyExc_ValueError, "a block of %zd bytes cannot be stored in %zd", raw, stored);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+result(PyObject *data, const Check *c, Py_ssize_t nbad)
+{
+    PyObject *bad = bad_list(c, nbad);
+    if (bad == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    PyObject *t = PyTuple_Pack(2, data, bad);
+    Py_DECREF(data);
+    Py_DECREF(bad);
+    return t;
+}
+
+/* ---- entry points ---------------------------------------------------------------- */
+
+PyDoc_STRVAR(read_block_doc,
+"read_block(fd, offset, stored_len, raw_len, digest, hashes, regions=None) -> (data, bad)\n\n"
+"pread the stored block (stored_len bytes at offset; stored raw when stored_len ==\n"
+"raw_len), lz4-decode it to raw_len bytes and verify it, all without the GIL.\n"
+"regions None: the whole block against `digest` and its page `hashes`; else the pages\n"
+"of each (offset, length) byte region against `hashes` (theirs, concatenated; digest\n"
+"None). bad: indices into hashes of the pages that failed. Raises OSError (pread),\n"
+"ShortReadError (the image ends early), DecodeError (lz4 garbage, wrong length).");
+
+static PyObject *
+read_block(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"fd", "offset", "stored_len", "raw_len", "digest", "hashes",
+                            "regions", NULL};
+    int fd;
+    long long offset;
+    Py_ssize_t stored, raw;
+    PyObject *digest, *hashes, *regions = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iLnnOO|O:read_block", names, &fd, &offset,
+                                     &stored, &raw, &digest, &hashes, &regions))
+        return NULL;
+    if (!valid_lengths(stored, raw))
+        return NULL;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative offset");
+        return NULL;
+    }
+    Check c;
+    if (check_parse(&c, raw, digest, hashes, regions) < 0)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, raw);
+    if (out == NULL) {
+        check_release(&c);
+        return NULL;
+    }
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    int compressed = stored < raw;
+    enum outcome o = OK;
+    int err = 0;
+    Py_ssize_t nbad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char *src = compressed ? scratch(stored) : dst;
+    if (src == NULL)
+        o = NO_MEMORY;
+    for (Py_ssize_t got = 0; o == OK && got < stored;) {
+        ssize_t n = pread(fd, src + got, stored - got, offset + got);
+        if (n > 0)
+            got += n;
+        else if (n == 0)
+            o = SHORT_READ;
+        else if (errno != EINTR) {
+            err = errno;
+            o = READ_FAILED;
+        }
+    }
+    if (o == OK)
+        o = decode_and_check(&c, src, stored, dst, raw, compressed, &nbad);
+    Py_END_ALLOW_THREADS
+    if (o != OK) {
+        check_release(&c);
+        Py_DECREF(out);
+        return raise_for(o, err);
+    }
+    PyObject *t = result(out, &c, nbad);
+    check_release(&c);
+    return t;
+}
+
+PyDoc_STRVAR(decode_block_doc,
+"decode_block(stored, raw_len, compressed, digest, hashes, regions=None) -> (data, bad)\n\n"
+"read_block for stored bytes already in memory (fault injection alters them between the\n"
+"pread and the decode). compressed: the block table says lz4 (stored_len < raw_len);\n"
+"raw bytes of another length than raw_len raise DecodeError.");
+
+static PyObject *
+decode_block(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"stored", "raw_len", "compressed", "digest", "hashes", "regions", NULL};
+    Py_buffer in;
+    Py_ssize_t raw;
+    int compressed;
+    PyObject *digest, *hashes, *regions = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*npOO|O:decode_block", names, &in, &raw,
+                                     &compressed, &digest, &hashes, &regions))
+        return NULL;
+    PyObject *out = NULL;
+    Check c;
+    if (raw < 1 || raw > LZ4_MAX_INPUT_SIZE || in.len > LZ4_MAX_INPUT_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a block of %zd bytes cannot be stored in %zd", raw, in.len);
+        goto done;
+    }
+    if (check_parse(&c, raw, digest, hashes, regions) < 0)
+        goto done;
+    if (!compressed && in.len != raw) {
+        check_release(&c);
+        raise_for(WRONG_LENGTH, 0);
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, raw);
+    if (out == NULL) {
+        check_release(&c);
+        goto done;
+    }
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    enum outcome o;
+    Py_ssize_t nbad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (!compressed)
+        memcpy(dst, in.buf, raw);
+    o = decode_and_check(&c, in.buf, in.len, dst, raw, compressed, &nbad);
+    Py_END_ALLOW_THREADS
+    if (o != OK) {
+        check_release(&c);
+        Py_CLEAR(out);
+        raise_for(o, 0);
+        goto done;
+    }
+    out = result(out, &c, nbad);
+    check_release(&c);
+done:
+    PyBuffer_Release(&in);
+    return out;
+}
+
+PyDoc_STRVAR(check_pages_doc,
+"check_pages(data, digest, hashes, regions=None) -> bad\n\n"
+"Verify bytes already decoded (a cached block) as read_block does; the bad pages.");
+
+static PyObject *
+check_pages(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"data", "digest", "hashes", "regions", NULL};
+    Py_buffer data;
+    PyObject *digest, *hashes, *regions = Py_None, *bad = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*OO|O:check_pages", names, &data, &digest,
+                                     &hashes, &regions))
+        return NULL;
+    Check c;
+    if (check_parse(&c, data.len, digest, hashes, regions) == 0) {
+        Py_ssize_t nbad = -1;
+        Py_BEGIN_ALLOW_THREADS
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        if (ctx != NULL) {
+            nbad = check_run(&c, ctx, data.buf, data.len);
+            EVP_MD_CTX_free(ctx);
+        }
+        Py_END_ALLOW_THREADS
+        bad = nbad < 0 ? raise_for(HASH_FAILED, 0) : bad_list(&c, nbad);
+        check_release(&c);
+    }
+    PyBuffer_Release(&data);
+    return bad;
+}
+
+PyDoc_STRVAR(hash_pages_doc,
+"hash_pages(buf, offset=0, length=None) -> bytes\n\n"
+"SHA-256 of each 4 KiB page of buf[offset:offset+length] (the last page zero padded to\n"
+"4 KiB: the fs-verity leaf hash of a file's last block), concatenated.");
+
+static PyObject *
+hash_pages(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"buf", "offset", "length", NULL};
+    Py_buffer buf;
+    Py_ssize_t offset = 0;
+    PyObject *length_o = Py_None, *out = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|nO:hash_pages", names, &buf, &offset, &length_o))
+        return NULL;
+    Py_ssize_t length = buf.len - offset;
+    if (length_o != Py_None && (length = PyLong_AsSsize_t(length_o)) == -1 && PyErr_Occurred())
+        goto done;
+    if (offset < 0 || length < 0 || offset > buf.len - length) {
+        PyErr_Format(PyExc_ValueError, "bytes %zd+%zd are not inside a buffer of %zd", offset,
+                     length, buf.len);
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, pages_of(length) * HASH);
+    if (out == NULL)
+        goto done;
+    int rc = -1;
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx != NULL) {
+        rc = hash_span(ctx, (const unsigned char *)buf.buf + offset, length, dst);
+        EVP_MD_CTX_free(ctx);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_CLEAR(out);
+        raise_for(HASH_FAILED, 0);
+    }
+done:
+    PyBuffer_Release(&buf);
+    return out;
+}
+
+PyDoc_STRVAR(block_digest_doc,
+"block_digest(data, hashes) -> bytes\n\n"
+"A block's digest: SHA-256 of its uncompressed bytes followed by its page hashes.");
+
+static PyObject *
+block_digest(PyObject *self, PyObject *args)
+{
+    Py_buffer data, hashes;
+    if (!PyArg_ParseTuple(args, "y*y*:block_digest", &data, &hashes))
+        return NULL;
+    unsigned char got[HASH];
+    int rc = -1;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx != NULL) {
+        rc = sha256_cat(ctx, data.buf, data.len, hashes.buf, hashes.len, got);
+        EVP_MD_CTX_free(ctx);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&hashes);
+    return rc < 0 ? raise_for(HASH_FAILED, 0) : PyBytes_FromStringAndSize((char *)got, HASH);
+}
+
+PyDoc_STRVAR(encode_block_doc,
+"encode_block(data, hashes=None) -> (stored, hashes, digest)\n\n"
+"For the builder, in one call without the GIL: the page hashes of data (unless given:\n"
+"a fragment's are its files' own), the block digest, and the stored bytes: lz4\n"
+"(LZ4_compress_default, as mksquashfs -comp lz4 and python-lz4 use it), or data itself\n"
+"when that is no smaller (a block stored raw has stored_len == raw_len).");
+
+static PyObject *
+encode_block(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"data", "hashes", NULL};
+    PyObject *data_o, *hashes_o = Py_None, *stored = NULL, *hashes = NULL, *ret = NULL;
+    Py_buffer data, given = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:encode_block", names, &data_o, &hashes_o))
+        return NULL;
+    if (PyObject_GetBuffer(data_o, &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (data.len < 1 || data.len > LZ4_MAX_INPUT_SIZE) {
+        PyErr_Format(PyExc_ValueError, "cannot store a block of %zd bytes", data.len);
+        goto done;
+    }
+    Py_ssize_t npages = pages_of(data.len);
+    if (hashes_o == Py_None) {
+        hashes = PyBytes_FromStringAndSize(NULL, npages * HASH);
+        if (hashes == NULL)
+            goto done;
+    } else {
+        if (PyObject_GetBuffer(hashes_o, &given, PyBUF_SIMPLE) < 0)
+            goto done;
+        hashes = PyBytes_FromStringAndSize(given.buf, given.len);
+        if (hashes == NULL)
+            goto done;
+    }
+    int bound = LZ4_compressBound((int)data.len);
+    stored = PyBytes_FromStringAndSize(NULL, bound);
+    if (stored == NULL)
+        goto done;
+    unsigned char digest[HASH];
+    unsigned char *h = (unsigned char *)PyBytes_AS_STRING(hashes);
+    Py_ssize_t nh = PyBytes_GET_SIZE(hashes);
+    int packed = 0, rc = -1;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx != NULL) {
+        rc = hashes_o == Py_None ? hash_span(ctx, data.buf, data.len, h) : 0;
+        if (rc == 0)
+            rc = sha256_cat(ctx, data.buf, data.len, h, nh, digest);
+        EVP_MD_CTX_free(ctx);
+    }
+    if (rc == 0)
+        packed = LZ4_compress_default(data.buf, PyBytes_AS_STRING(stored), (int)data.len, bound);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        raise_for(HASH_FAILED, 0);
+        goto done;
+    }
+    if (packed > 0 && packed < data.len) {
+        if (_PyBytes_Resize(&stored, packed) < 0)
+            goto done;  /* stored is NULL now */
+    } else if (PyBytes_CheckExact(data_o)) {
+        /* raw: the caller's bytes are the stored bytes */
+        Py_INCREF(data_o);
+        Py_SETREF(stored, data_o);
+    } else {
+        Py_SETREF(stored, PyBytes_FromStringAndSize(data.buf, data.len));
+        if (stored == NULL)
+            goto done;
+    }
+    ret = Py_BuildValue("(OOy#)", stored, hashes, (char *)digest, (Py_ssize_t)HASH);
+done:
+    Py_XDECREF(stored);
+    Py_XDECREF(hashes);
+    if (given.buf)
+        PyBuffer_Release(&given);
+    PyBuffer_Release(&data);
+    return ret;
+}
+
+static PyMethodDef methods[] = {
+    {"read_block", (PyCFunction)(void (*)(void))read_block, METH_VARARGS | METH_KEYWORDS, read_block_doc},
+    {"decode_block", (PyCFunction)(void (*)(void))decode_block, METH_VARARGS | METH_KEYWORDS, decode_block_doc},
+    {"check_pages", (PyCFunction)(void (*)(void))check_pages, METH_VARARGS | METH_KEYWORDS, check_pages_doc},
+    {"hash_pages", (PyCFunction)(void (*)(void))hash_pages, METH_VARARGS | METH_KEYWORDS, hash_pages_doc},
+    {"block_digest", block_digest, METH_VARARGS, block_digest_doc},
+    {"encode_block", (PyCFunction)(void (*)(void))encode_block, METH_VARARGS | METH_KEYWORDS, encode_block_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static void
+free_scratch(void *p)
+{
+    free(p);
+}
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "pagerfs.store._codec",
+    "The store's block codec in C: pread, lz4 and SHA-256 of a block in one GIL-free call.",
+    -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__codec(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+#else
+    sha256_md = EVP_sha256();
+#endif
+    if (sha256_md == NULL) {
+        PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256");
+        return NULL;
+    }
+    if (pthread_key_create(&scratch_key, free_scratch) != 0) {
+        PyErr_SetString(PyExc_ImportError, "pthread_key_create failed");
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    ShortReadError = PyErr_NewExceptionWithDoc(
+        "pagerfs.store._codec.ShortReadError",
+        "The image file ended before the stored block did.", NULL, NULL);
+    DecodeError = PyErr_NewExceptionWithDoc(
+        "pagerfs.store._codec.DecodeError",
+        "The stored block does not decode to its uncompressed length.", NULL, NULL);
+    if (ShortReadError == NULL || DecodeError == NULL
+        || PyModule_AddObjectRef(m, "ShortReadError", ShortReadError) < 0
+        || PyModule_AddObjectRef(m, "DecodeError", DecodeError) < 0
+        || PyModule_AddIntConstant(m, "LZ4_VERSION", LZ4_versionNumber()) < 0
+        || PyModule_AddIntConstant(m, "PAGE", PAGE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,136 @@
+"""The store's block codec in Python: the tests' oracle for pagerfs.store._codec.
+
+Same functions, arguments, results and exceptions as the C module (see the docstrings
+there, `help(pagerfs.store._codec)`), written plainly with hashlib and python-lz4, two
+implementations the C code shares nothing with but the algorithms. The store never
+uses this module: the tests run both on the same input, damaged input above all, and
+assert the results are equal byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+from hashlib import sha256
+
+import lz4.block
+
+PAGE = 4096
+HASH = 32
+LZ4_VERSION = lz4.library_version_number()
+_ZERO = bytes(PAGE)
+
+
+class ShortReadError(Exception):
+    """The image file ended before the stored block did."""
+
+
+class DecodeError(Exception):
+    """The stored block does not decode to its uncompressed length."""
+
+
+def _pages_of(n: int) -> int:
+    return -(-n // PAGE)
+
+
+def hash_pages(buf, offset: int = 0, length: int | None = None) -> bytes:
+    mv = memoryview(buf).cast("B")
+    if length is None:
+        length = len(mv) - offset
+    if offset < 0 or length < 0 or offset + length > len(mv):
+        raise ValueError(f"bytes {offset}+{length} are not inside a buffer of {len(mv)}")
+    out = []
+    for at in range(offset, offset + length, PAGE):
+        page = bytes(mv[at : min(at + PAGE, offset + length)])
+        out.append(sha256(page + _ZERO[len(page) :]).digest())
+    return b"".join(out)
+
+
+def block_digest(data, hashes) -> bytes:
+    h = sha256(data)
+    h.update(hashes)
+    return h.digest()
+
+
+def encode_block(data, hashes=None) -> tuple[bytes, bytes, bytes]:
+    if not 1 <= len(data) <= 0x7E000000:
+        raise ValueError(f"cannot store a block of {len(data)} bytes")
+    hashes = hash_pages(data) if hashes is None else bytes(hashes)
+    packed = lz4.block.compress(data, store_size=False)
+    if len(packed) >= len(data):
+        packed = data if type(data) is bytes else bytes(data)
+    return packed, hashes, block_digest(data, hashes)
+
+
+def _plan(length: int, digest, hashes, regions) -> list[tuple[int, int]]:
+    """The (offset, length) regions to verify, after the C module's argument checks."""
+    if digest is not None:
+        if regions is not None:
+            raise ValueError("a block digest verifies whole blocks: give no regions")
+        if len(digest) != HASH:
+            raise ValueError("a block digest is 32 bytes")
+    plan = [(0, length)] if regions is None else [(int(o), int(n)) for o, n in regions]
+    for o, n in plan:
+        if o < 0 or n < 0 or o + n > length:
+            raise ValueError(f"region ({o}, {n}) is not inside a block of {length} bytes")
+    npages = sum(_pages_of(n) for _, n in plan)
+    if len(hashes) != npages * HASH:
+        raise ValueError(f"{len(hashes)} bytes of page hashes for {npages} pages")
+    return plan
+
+
+def _check(data: bytes, digest, hashes: bytes, plan: list[tuple[int, int]]) -> list[int]:
+    hashes = bytes(hashes)
+    if digest is not None and block_digest(data, hashes) == bytes(digest):
+        return []
+    got = b"".join(hash_pages(data, o, n) for o, n in plan)
+    npages = len(got) // HASH
+    bad = [i for i in range(npages) if got[i * HASH : (i + 1) * HASH] != hashes[i * HASH : (i + 1) * HASH]]
+    if digest is not None and not bad:
+        return list(range(npages))  # the digest contradicts the page hashes: trust none
+    return bad
+
+
+def check_pages(data, digest, hashes, regions=None) -> list[int]:
+    data = bytes(data)
+    return _check(data, digest, hashes, _plan(len(data), digest, hashes, regions))
+
+
+def _decode(stored: bytes, raw_len: int, compressed: bool) -> bytes:
+    if not compressed:
+        if len(stored) != raw_len:
+            raise DecodeError("wrong uncompressed length")
+        return stored
+    try:
+        data = lz4.block.decompress(stored, uncompressed_size=raw_len)
+    except lz4.block.LZ4BlockError:
+        raise DecodeError("lz4 decompression failed") from None
+    if len(data) != raw_len:
+        raise DecodeError("lz4 decompression failed")
+    return data
+
+
+def decode_block(stored, raw_len: int, compressed, digest, hashes, regions=None):
+    stored = bytes(stored)
+    if not 1 <= raw_len <= 0x7E000000 or len(stored) > 0x7E000000:
+        raise ValueError(f"a block of {raw_len} bytes cannot be stored in {len(stored)}")
+    plan = _plan(raw_len, digest, hashes, regions)
+    data = _decode(stored, raw_len, bool(compressed))
+    return data, _check(data, digest, hashes, plan)
+
+
+def read_block(fd: int, offset: int, stored_len: int, raw_len: int, digest, hashes,
+               regions=None):
+    if not (1 <= raw_len <= 0x7E000000 and 1 <= stored_len <= raw_len):
+        raise ValueError(f"a block of {raw_len} bytes cannot be stored in {stored_len}")
+    if offset < 0:
+        raise ValueError("negative offset")
+    plan = _plan(raw_len, digest, hashes, regions)
+    parts, got = [], 0
+    while got < stored_len:
+        part = os.pread(fd, stored_len - got, offset + got)
+        if not part:
+            raise ShortReadError("short read: the image was truncated")
+        parts.append(part)
+        got += len(part)
+    data = _decode(b"".join(parts), raw_len, stored_len < raw_len)
+    return data, _check(data, digest, hashes, plan)

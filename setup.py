@@ -1,0 +1,34 @@
+"""The native part of pagerfs: the store's block codec (pagerfs/store/_codec.c).
+
+Everything else about the package is in pyproject.toml. The extension links Debian's
+liblz4 and OpenSSL's libcrypto; a machine without a compiler or their headers gets one
+line saying what to install, not a package that silently runs slower.
+"""
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+NEEDS = "gcc python3-dev liblz4-dev libssl-dev (tools/setup installs them)"
+
+
+class BuildExt(build_ext):
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as err:  # CompileError, LinkError: their text is the compiler's
+            raise SystemExit(f"pagerfs: cannot build the native codec {ext.name} "
+                             f"({type(err).__name__}); it needs {NEEDS}") from None
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "pagerfs.store._codec",
+            sources=["pagerfs/store/_codec.c"],
+            libraries=["lz4", "crypto"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                "-Wno-missing-field-initializers"],
+        )
+    ],
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,236 @@
+"""The native block codec (pagerfs/store/_codec.c) against its Python oracle
+(pagerfs/store/_codec_py.py): the same answer on good blocks and on damaged ones.
+
+"The same answer" is: the same exception type name and message, or the same bad pages
+and the same bytes. When a damaged block still decodes, lz4 may have copied bytes from
+where nothing was written yet (an offset-0 match), which differ between two decoders;
+such pages never pass their hashes, so there the comparison is of the pages reported
+good (every byte) and of the bad page list.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+
+import pytest
+
+from pagerfs.store import _codec, _codec_py
+
+PAGE = 4096
+CODECS = (_codec, _codec_py)
+
+
+def outcome(codec, fn: str, *args, **kw):
+    try:
+        result = getattr(codec, fn)(*args, **kw)
+    except Exception as err:  # the very thing compared: type name and message
+        return ("raised", type(err).__name__, str(err))
+    return ("ok", result)
+
+
+def _good_bytes(data: bytes, bad: list[int], regions) -> list[bytes]:
+    """The bytes of every page reported good, region by region."""
+    spans = [(0, len(data))] if regions is None else regions
+    out, index = [], 0
+    for off, length in spans:
+        for at in range(off, off + length, PAGE):
+            if index not in bad:
+                out.append(data[at : min(at + PAGE, off + length)])
+            index += 1
+    return out
+
+
+def same_read(got_native, got_oracle, regions=None) -> None:
+    assert got_native[0] == got_oracle[0], (got_native, got_oracle)
+    if got_native[0] == "raised":
+        assert got_native == got_oracle
+        return
+    (data_n, bad_n), (data_o, bad_o) = got_native[1], got_oracle[1]
+    assert type(data_n) is bytes and len(data_n) == len(data_o)
+    assert bad_n == bad_o
+    if not bad_n:
+        assert data_n == data_o
+    assert _good_bytes(data_n, bad_n, regions) == _good_bytes(data_o, bad_o, regions)
+
+
+def blocks(rng: random.Random) -> list[bytes]:
+    words = [b"pager ", b"vmo ", b"supply\n", b"chunk ", b"\0" * 40]
+    text = b"".join(rng.choice(words) for _ in range(40000))
+    return [
+        text[:131072], text[:5000], rng.randbytes(131072), rng.randbytes(4097),
+        bytes(65536), b"x", text[:4096], rng.randbytes(1000) + text[:20000],
+    ]
+
+
+@pytest.fixture(scope="module")
+def encoded():
+    rng = random.Random(3)
+    return [(data, _codec_py.encode_block(data)) for data in blocks(rng)]
+
+
+def test_hash_pages_pads_the_last_page_with_zeros_and_takes_any_byte_span():
+    rng = random.Random(5)
+    data = rng.randbytes(3 * PAGE + 123)
+    want = b"".join(hashlib.sha256(data[i : i + PAGE].ljust(PAGE, b"\0")).digest()
+                    for i in range(0, len(data), PAGE))
+    assert _codec.hash_pages(data) == want
+    assert _codec.hash_pages(b"") == b""
+    for offset, length in [(0, 1), (1, PAGE), (777, 2 * PAGE + 5), (len(data), 0), (5, None)]:
+        got = _codec.hash_pages(memoryview(data), offset, length)
+        assert got == _codec_py.hash_pages(data, offset, length)
+        span = data[offset:] if length is None else data[offset : offset + length]
+        assert got == _codec.hash_pages(span)
+    for offset, length in [(-1, 1), (0, len(data) + 1), (len(data), 1)]:
+        assert outcome(_codec, "hash_pages", data, offset, length) == \
+            outcome(_codec_py, "hash_pages", data, offset, length)
+        assert outcome(_codec, "hash_pages", data, offset, length)[1] == "ValueError"
+
+
+def test_encode_block_equals_the_oracle(encoded):
+    for data, (stored_o, hashes_o, digest_o) in encoded:
+        stored, hashes, digest = _codec.encode_block(data)
+        assert hashes == hashes_o == _codec.hash_pages(data)
+        assert digest == digest_o == hashlib.sha256(data + hashes).digest()
+        assert _codec.block_digest(data, hashes) == digest
+        if len(stored) == len(data):
+            assert stored == data  # stored raw: lz4 did not make it smaller
+        # Each side decodes the other's block. (The compressed bytes themselves may
+        # differ: python-lz4's block mode packs blocks under 64 KiB a little tighter
+        # than liblz4's LZ4_compress_default, which mksquashfs -comp lz4 uses too.)
+        for codec, block in ((_codec_py, stored), (_codec, stored_o)):
+            back, bad = codec.decode_block(block, len(data), len(block) < len(data),
+                                           digest, hashes)
+            assert (back, bad) == (data, [])
+    # Given page hashes (a fragment's are its files' own) are taken, not recomputed.
+    given = bytes(range(32)) * 2
+    stored, hashes, digest = _codec.encode_block(b"ab" * 3000, given)
+    assert hashes == given and digest == hashlib.sha256(b"ab" * 3000 + given).digest()
+    for bad_arg in (b"", bytearray()):
+        assert outcome(_codec, "encode_block", bad_arg)[1] == "ValueError"
+
+
+def _regions(rng: random.Random, length: int) -> list[tuple[int, int]] | None:
+    """Whole-block checks, page-aligned parts and byte spans anywhere (packed tails)."""
+    choice = rng.randrange(4)
+    if choice == 0:
+        return None
+    if choice == 1:
+        first = rng.randrange(-(-length // PAGE))
+        return [(first * PAGE, min(rng.randint(1, 4) * PAGE, length - first * PAGE))]
+    spans = []
+    for _ in range(rng.randint(0, 3)):
+        off = rng.randrange(length)
+        spans.append((off, rng.randint(0, length - off)))
+    return spans
+
+
+def _expect(data: bytes, regions, rng: random.Random):
+    """digest and hashes for a check of `regions`, sometimes wrong on purpose."""
+    if regions is None:
+        hashes = _codec_py.hash_pages(data)
+        digest = _codec_py.block_digest(data, hashes)
+    else:
+        hashes = b"".join(_codec_py.hash_pages(data, o, n) for o, n in regions)
+        digest = None
+    hashes = bytearray(hashes)
+    if hashes and rng.random() < 0.3:
+        hashes[rng.randrange(len(hashes))] ^= 1 << rng.randrange(8)
+    if digest is not None and rng.random() < 0.2:
+        digest = bytes(32)
+    return digest, bytes(hashes)
+
+
+def _damage(stored: bytes, rng: random.Random) -> bytes:
+    kind = rng.randrange(6)
+    b = bytearray(stored)
+    if kind == 0:
+        return stored
+    if kind == 1:
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] ^= rng.randrange(1, 256)
+        return bytes(b)
+    if kind == 2:
+        return stored[: rng.randrange(len(stored))]  # truncated
+    if kind == 3:
+        return stored + rng.randbytes(rng.randint(1, 50))
+    if kind == 4:
+        return rng.randbytes(rng.randint(1, len(stored) + 10))  # lz4 garbage
+    at = rng.randrange(len(b))
+    b[at : at + 64] = bytes(len(b[at : at + 64]))
+    return bytes(b)
+
+
+def test_decode_and_check_equal_the_oracle_on_good_and_damaged_blocks(encoded):
+    rng = random.Random(7)
+    for case in range(1500):
+        data, (stored, _, _) = encoded[case % len(encoded)]
+        compressed = len(stored) < len(data)
+        regions = _regions(rng, len(data))
+        digest, hashes = _expect(data, regions, rng)
+        damaged = _damage(stored, rng)
+        args = (damaged, len(data), compressed, digest, hashes, regions)
+        same_read(outcome(_codec, "decode_block", *args),
+                  outcome(_codec_py, "decode_block", *args), regions)
+        # The same check on bytes already decoded (a cached block).
+        args = (data, digest, hashes, regions)
+        assert outcome(_codec, "check_pages", *args) == outcome(_codec_py, "check_pages", *args)
+
+
+def test_read_block_equals_the_oracle_on_a_damaged_image_file(tmp_path, encoded):
+    rng = random.Random(11)
+    image = tmp_path / "image"
+    layout, parts, at = [], [], 64
+    for data, (stored, _, _) in encoded:
+        stored = _damage(stored, rng) or b"?"
+        layout.append((at, len(stored), data))
+        parts.append(stored)
+        at += len(stored)
+    image.write_bytes(bytes(64) + b"".join(parts))
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        for case in range(600):
+            offset, stored_len, data = layout[case % len(layout)]
+            stored_len = min(stored_len, len(data))
+            regions = _regions(rng, len(data))
+            digest, hashes = _expect(data, regions, rng)
+            args = (fd, offset, stored_len, len(data), digest, hashes, regions)
+            same_read(outcome(_codec, "read_block", *args),
+                      outcome(_codec_py, "read_block", *args), regions)
+        # Past the end of the file: a short read, for both.
+        offset, stored_len, data = layout[-1]
+        args = (fd, offset + 10, stored_len, max(stored_len, len(data)), None, b"", [])
+        assert outcome(_codec, "read_block", *args) == outcome(_codec_py, "read_block", *args) \
+            == ("raised", "ShortReadError", "short read: the image was truncated")
+    finally:
+        os.close(fd)
+    # An fd that cannot be read: the OSError of the pread, errno kept.
+    for fd in (-1, os.open(tmp_path, os.O_RDONLY)):
+        for codec in CODECS:
+            with pytest.raises(OSError) as caught:
+                codec.read_block(fd, 0, 10, 10, None, b"", [])
+            assert caught.value.errno == (errno.EBADF if fd < 0 else errno.EISDIR)
+
+
+@pytest.mark.parametrize("args", [
+    (b"x" * 10, 10, False, bytes(32), b"", [(0, 10)]),     # a digest with regions
+    (b"x" * 10, 10, False, b"short", bytes(32), None),     # a digest not 32 bytes
+    (b"x" * 10, 10, False, None, bytes(31), None),         # hashes not a page's worth
+    (b"x" * 10, 10, False, None, bytes(32), [(5, 6)]),     # a region past the end
+    (b"x" * 10, 10, False, None, b"", [(-1, 0)]),
+    (b"x" * 10, 0, False, None, b"", []),                  # no block at all
+])
+def test_bad_arguments_are_value_errors_from_both(args):
+    got = outcome(_codec, "decode_block", *args)
+    assert got == outcome(_codec_py, "decode_block", *args)
+    assert got[1] == "ValueError"
+
+
+def test_raw_blocks_of_the_wrong_length_and_lz4_that_decodes_short():
+    for args in [(b"x" * 9, 10, False, None, b"", []),
+                 (_codec_py.encode_block(b"y" * 9000)[0], 9001, True, None, b"", [])]:
+        got = outcome(_codec, "decode_block", *args)
+        assert got == outcome(_codec_py, "decode_block", *args)
+        assert got[:2] == ("raised", "DecodeError")
