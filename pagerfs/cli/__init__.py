@@ -11,11 +11,14 @@ import argparse
 import sys
 
 from pagerfs import __version__
-from pagerfs.cli import image_commands, mount_commands
 from pagerfs.cli.common import CommandError, EXIT_UNUSABLE, fail
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, so that a store whose native codec is not built is one line from
+    # main(), not a traceback at import.
+    from pagerfs.cli import image_commands, mount_commands
+
     parser = argparse.ArgumentParser(
         prog="pagerfs",
         description="A FUSE filesystem whose files are simulated Zircon pager-backed VMOs.",
@@ -28,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as err:
+        return fail(str(err), EXIT_UNUSABLE)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -2,17 +2,16 @@
 
 The tree is scanned first (sorted by name, breadth first, so inode numbers and the
 layout depend only on the tree). File data is then cut into pieces that worker
-threads read, hash and compress. Each 4 KiB page is hashed once: that SHA-256 is both
-the page hash the reader verifies the page with and the fs-verity leaf of the file's
-Merkle tree, so only the tree's upper levels (1/128 of the leaves) are hashed again.
-Each block is hashed once more as a whole (its block digest, which lets a reader verify
-a whole chunk with one hash call), in the worker that holds its bytes. Threads, not
-processes: pread, lz4 and hashlib all release the GIL, and with worker processes the
-cost of pickling every compressed chunk back to the parent and unpickling it there
-(about a quarter of the CPU time) outweighed what the GIL costs threads (measured on
-455 MB of /usr/lib, 2 cores: 1.23 s with two threads against 1.30-1.45 s with two
-processes; see docs/BENCHMARKS.md). Results are consumed in submission order, so the
-image is the same byte for byte whatever --jobs is.
+threads read and encode: each chunk is one call of the native codec
+(`_codec.encode_block`), which without the GIL hashes its 4 KiB pages, takes its block
+digest and compresses it with lz4. Each page is hashed once: that SHA-256 is both the
+page hash the reader verifies the page with and the fs-verity leaf of the file's Merkle
+tree, so only the tree's upper levels (1/128 of the leaves) are hashed again. The
+Python here only orders the work and writes the results. Threads, not processes: the
+reads and the codec release the GIL, and with worker processes the cost of pickling
+every compressed chunk back to the parent outweighed what the GIL costs threads (see
+docs/BENCHMARKS.md). Results are consumed in submission order, so the image is the
+same byte for byte whatever --jobs is.
 
 Space is saved the way mksquashfs saves it: identical chunks are stored once (so
 identical files and runs of zeros cost one block), and the short last chunk of every
@@ -32,10 +31,9 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-import lz4.block
-
 from pagerfs.store import format as fmt
 from pagerfs.store import verity
+from pagerfs.store.codec import native
 from pagerfs.store.errors import BuildError, show
 
 Warn = Callable[[str], None]
@@ -156,13 +154,6 @@ class _Piece(NamedTuple):
     digest: bytes  # the file's fs-verity digest, when the piece is the whole file
 
 
-def _compress(data: bytes | memoryview) -> bytes:
-    packed = lz4.block.compress(data, store_size=False)
-    if len(packed) >= len(data):
-        packed = bytes(data)  # raw: stored length == length marks it
-    return packed
-
-
 def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _Piece:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -184,17 +175,16 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _P
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     mv = memoryview(data)
     whole = length - length % cs if last else length
-    # Chunk by chunk, hashed page by page and as a whole (the block digest), and
-    # compressed while it is still in cache. A full chunk has no zero padding, so its
-    # block digest identifies it for deduplication.
+    # Chunk by chunk, one codec call each: hashed page by page and as a whole (the block
+    # digest) and compressed while it is still in cache. A full chunk has no zero
+    # padding, so its block digest identifies it for deduplication.
     chunks, hashes = [], []
     for o in range(0, whole, cs):
-        chunk = mv[o : o + cs]
-        leaves = verity.block_hashes(chunk)
+        stored, leaves, digest = native.encode_block(mv[o : o + cs])
         hashes.append(leaves)
-        chunks.append(_Chunk(fmt.block_digest(chunk, leaves), leaves, _compress(chunk), cs))
+        chunks.append(_Chunk(digest, leaves, stored, cs))
     tail = bytes(mv[whole:])
-    tail_hashes = verity.block_hashes(tail)
+    tail_hashes = native.hash_pages(tail)
     hashes.append(tail_hashes)
     level0 = b"".join(hashes)
     # The tail's page hashes with its length (zero padding makes "a" and "a\0" hash
@@ -306,9 +296,10 @@ class _Writer:
 
 
 def _compress_fragment(data: bytes, hashes: bytes) -> tuple[bytes, int, bytes]:
-    # The block digest is taken here, on the fragment thread, not in the thread that
-    # consumes the workers' results and writes the image.
-    return _compress(data), len(data), fmt.block_digest(data, hashes)
+    # On the fragment thread, not in the thread that writes the image. The fragment's
+    # page hashes are its tails' own, hashed already.
+    stored, _, digest = native.encode_block(data, hashes)
+    return stored, len(data), digest
 
 
 def _batches(files: list[_Node], cs: int):

@@ -2,13 +2,12 @@
 
 Everything but file data is loaded and checked at open (it is small, and bounded by
 the image size, which every table length is checked against before it is read). After
-that the read path is one pread and one lz4 call per chunk, and SHA-256 of what the
-caller asks to have verified: all of a block's pages (a whole full chunk, the
-sequential case) with one call against the block digest, fewer with one call per page
-against the page hashes (so a random 4 KiB read hashes 4 KiB, not the whole chunk).
-lz4 and hashlib release the GIL during each call, so two pager threads read in
-parallel; one hash call per chunk instead of one per page keeps them from taking turns
-at the GIL 32 times a chunk.
+that a chunk is one call of the native codec (pagerfs/store/_codec.c), which holds no
+GIL while it reads the stored block, decompresses it and verifies what the caller asks
+to have verified: all of a block's pages (a whole full chunk, the sequential case) with
+one hash against the block digest, fewer page by page against the page hashes (so a
+random 4 KiB read hashes 4 KiB, not the whole chunk). Two pager threads thus decode two
+chunks at once, and this module only looks up where a chunk is and names the pages.
 """
 
 from __future__ import annotations
@@ -21,12 +20,11 @@ import stat as statmod
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable
 
-import lz4.block
-
 from pagerfs.store import format as fmt
-from pagerfs.store import verity
+from pagerfs.store.codec import native
 from pagerfs.store.errors import FormatError, IntegrityError, StoreIOError, show
 
 Tamper = Callable[[bytes], bytes]
@@ -119,8 +117,9 @@ class Image:
     root = 1
 
     def __init__(self, fd: int, path: str, header: fmt.Header, tables: dict[str, bytes],
-                 fragment_cache: int = FRAGMENT_CACHE):
+                 fragment_cache: int = FRAGMENT_CACHE, codec: ModuleType = native):
         self._fd = fd
+        self._codec = codec
         # Small files share fragment blocks; reading N of them would read and
         # decompress the same block N times. The cache holds decompressed, unverified
         # blocks: every read still verifies the pages it returns against their hashes,
@@ -146,7 +145,9 @@ class Image:
     # ---- opening and validation -------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | bytes | os.PathLike, fragment_cache: int = FRAGMENT_CACHE) -> "Image":
+    def open(cls, path: str | bytes | os.PathLike, fragment_cache: int = FRAGMENT_CACHE,
+             codec: ModuleType = native) -> "Image":
+        """`codec` is the block codec (the native one; the tests pass its Python oracle)."""
         name = show(os.fspath(path))
         try:
             # O_NONBLOCK: a FIFO given as the image must not block the open.
@@ -156,7 +157,7 @@ class Image:
         try:
             header, tables = _read_metadata(fd, name)
             try:
-                return cls(fd, name, header, tables, fragment_cache)
+                return cls(fd, name, header, tables, fragment_cache, codec)
             except (ValueError, IndexError, OverflowError) as err:
                 # A crafted image whose checksums match but whose tables do not make
                 # sense: whatever tripped, it is the image's fault, not ours.
@@ -408,85 +409,76 @@ class Image:
         chunk_end = chunk_first + fmt.pages_of(length)
         shared = offset != 0 or length != self._blocks[block][2]
         cached = shared and tamper is None and self._cache_size
+        lo = max(first_page, chunk_first)
+        hi = max(lo, min(first_page + npages, chunk_end))
+        at = offset // fmt.PAGE - chunk_first  # block page of file page p is p + at
+        check = self._check_of(block, lo + at, hi - lo)
         data = None
         if cached:
             with self._cache_lock:
                 data = self._cache.get(block)
                 if data is not None:
                     self._cache.move_to_end(block)
-        if data is None:
-            try:
-                data = self._load_block(block, tamper)
-            except _BlockFailure as fail:
-                raise fail.error(self.path_of(ino), chunk_first, chunk_end - 1,
-                                 fail.reason) from None
-            if cached:
-                with self._cache_lock:
-                    self._cache[block] = data
-                    if len(self._cache) > self._cache_size:
-                        self._cache.popitem(last=False)
-        lo = max(first_page, chunk_first)
-        hi = max(lo, min(first_page + npages, chunk_end))
-        at = offset // fmt.PAGE - chunk_first  # block page of file page p is p + at
-        bad = self._bad_pages(block, data, lo + at, hi - lo)
+        try:
+            if data is not None:
+                bad = self._codec.check_pages(data, *check)
+            else:
+                data, bad = self._load_block(block, check, tamper)
+                if cached:
+                    with self._cache_lock:
+                        self._cache[block] = data
+                        if len(self._cache) > self._cache_size:
+                            self._cache.popitem(last=False)
+        except _BlockFailure as fail:
+            raise fail.error(self.path_of(ino), chunk_first, chunk_end - 1,
+                             fail.reason) from None
         return ChunkPages(data[offset : offset + length] if shared else data, chunk_first,
-                          range(lo, hi), frozenset(p - at for p in bad))
+                          range(lo, hi), frozenset(lo + i for i in bad))
 
-    def _bad_pages(self, block: int, data: bytes, first: int, n: int) -> list[int]:
-        """The block pages of [first, first + n) that fail verification.
+    def _check_of(self, block: int, first: int, n: int) -> tuple:
+        """(digest, page hashes, regions) that verify block pages [first, first + n).
 
-        `data` is the whole block. All of its pages are verified with one hash call
-        against the block digest, and only if that fails page by page, to find which;
-        fewer pages are verified page by page against their hashes.
+        All of a block's pages are verified with one hash against the block digest (the
+        codec hashes page by page only if that fails, to find which); fewer, page by page
+        against their own hashes. The codec reports bad pages counted from `first`.
         """
-        if n <= 0:
-            return []
         _, _, length, first_hash, digest = self._blocks[block]
+        n = max(n, 0)
         base = (first_hash + first) * fmt.PAGE_HASH
         want = self._page_hashes[base : base + n * fmt.PAGE_HASH]
-        whole = first == 0 and n == fmt.pages_of(length)
-        if whole and fmt.block_digest(data, want) == digest:
-            return []
-        # Only the block's last page can be short; block_hashes zero pads it.
-        got = verity.block_hashes(memoryview(data)[first * fmt.PAGE : (first + n) * fmt.PAGE])
-        h = fmt.PAGE_HASH
-        bad = [first + i for i in range(n) if got[i * h : (i + 1) * h] != want[i * h : (i + 1) * h]]
-        if whole and not bad:
-            # The digest fails, every page hash matches: the metadata contradicts itself
-            # (only a forger who rewrote the digest makes that), so no page is trusted.
-            return list(range(n))
-        return bad
+        if first == 0 and n == fmt.pages_of(length):
+            return digest, want, None
+        start = first * fmt.PAGE
+        return None, want, [(start, min(n * fmt.PAGE, length - start))] if n else []
 
-    def _load_block(self, block: int, tamper: Tamper | None = None) -> bytes:
-        """The block's uncompressed bytes, not yet verified (see _bad_pages)."""
+    def _load_block(self, block: int, check: tuple, tamper: Tamper | None = None,
+                    ) -> tuple[bytes, list[int]]:
+        """The block's uncompressed bytes and the bad pages of `check` (_check_of): one
+        GIL-free call of the codec, or with `tamper` a pread, the tamper hook, and one."""
         offset, stored, length, _, _ = self._blocks[block]
+        codec = self._codec
         try:
+            if tamper is None:
+                return codec.read_block(self._fd, offset, stored, length, *check)
             data = os.pread(self._fd, stored, offset)
+            if len(data) != stored:
+                raise codec.ShortReadError("short read: the image was truncated")
+            return codec.decode_block(tamper(data), length, stored < length, *check)
         except OSError as err:
             raise _BlockFailure(StoreIOError, f"read failed: {err.strerror}") from None
-        if len(data) != stored:
-            raise _BlockFailure(StoreIOError, "short read: the image was truncated")
-        if tamper is not None:
-            data = tamper(data)
-        if stored < length:
-            try:
-                data = lz4.block.decompress(data, uncompressed_size=length)
-            except lz4.block.LZ4BlockError:
-                raise _BlockFailure(IntegrityError, "lz4 decompression failed") from None
-        if len(data) != length:
-            # lz4 decoded short, or a tamper hook changed the length of raw bytes
-            raise _BlockFailure(IntegrityError, "wrong uncompressed length")
-        return data
+        except codec.ShortReadError as err:
+            raise _BlockFailure(StoreIOError, str(err)) from None
+        except codec.DecodeError as err:
+            raise _BlockFailure(IntegrityError, str(err)) from None
 
     def _check_block(self, block: int) -> tuple[type, frozenset[int]] | None:
         """For the scrub: None if every page of the block verifies, else the error and
         the bad pages of the block (all of them when it cannot be read or decoded)."""
         npages = fmt.pages_of(self._blocks[block][2])
         try:
-            data = self._load_block(block)
+            _, bad = self._load_block(block, self._check_of(block, 0, npages))
         except _BlockFailure as fail:
             return fail.error, frozenset(range(npages))
-        bad = self._bad_pages(block, data, 0, npages)
         return (IntegrityError, frozenset(bad)) if bad else None
 
     def close(self) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from hashlib import sha256
 
+from pagerfs.store.codec import native
+
 BLOCK = 4096
 _HASH = 32
 _ZERO_BLOCK = bytes(BLOCK)
@@ -21,15 +23,9 @@ def block_hashes(data: bytes | memoryview) -> bytes:
     """The level-0 hashes of `data` (its last block zero padded), concatenated.
 
     Callers may hash a file piece by piece as long as every piece but the last is a
-    multiple of 4 KiB long, and concatenate the results.
+    multiple of 4 KiB long, and concatenate the results. One native call, without the GIL.
     """
-    mv = memoryview(data)
-    n = len(mv)
-    whole = n - n % BLOCK
-    out = b"".join([sha256(mv[i : i + BLOCK]).digest() for i in range(0, whole, BLOCK)])
-    if whole < n:
-        out += sha256(bytes(mv[whole:]) + _ZERO_BLOCK[: BLOCK - (n - whole)]).digest()
-    return out
+    return native.hash_pages(data)
 
 
 def _pad(level: bytes) -> bytes:
