@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
-from benchlib import datasets, measure, report, stats  # noqa: E402
+from benchlib import datasets, measure, report, stats, trees  # noqa: E402
 from benchlib.run import parse_size  # noqa: E402
 from benchlib.systems import PAGERFS, SQUASHFS  # noqa: E402
 
@@ -228,6 +228,33 @@ def test_big_file_repeats_the_tar_when_the_files_are_too_few(tmp_path):
     data = (tmp_path / "big").read_bytes()
     assert len(data) == 100_000
     assert data.count(b"x/only\0") >= 2
+
+
+def test_tiny_tree_is_the_same_bytes_for_the_same_seed_split_in_two_wide_directories(tmp_path):
+    def contents(cache):
+        t = trees.tiny_tree(cache, 41, 3, log=lambda m: None)
+        files = {str(p.relative_to(t.src)): p.read_bytes() for p in sorted(t.src.rglob("*")) if p.is_file()}
+        return t, files
+    t1, one = contents(tmp_path / "c1")
+    t2, two = contents(tmp_path / "c2")
+    assert one == two and len(one) == 41 == t1.files
+    assert sum(map(len, one.values())) == t1.bytes == sum(trees.tiny_sizes(41, 3))
+    assert max(map(len, one.values())) < 1024
+    assert sum(1 for k in one if k.startswith("a/")) == t1.wide_entries == 20
+    assert trees.tiny_tree(tmp_path / "c1", 41, 3, log=lambda m: None) == t1  # from the cache
+
+
+def test_system_tree_is_a_copy_without_special_files(tmp_path):
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(b"abc")
+    (root / "dangling").symlink_to("nowhere")
+    os.mkfifo(root / "fifo")
+    t = trees.system_tree(tmp_path / "cache", (str(root),), log=lambda m: None)
+    copied = t.src / str(root).strip("/").replace("/", "_")
+    assert (copied / "d" / "f").read_bytes() == b"abc"
+    assert os.readlink(copied / "dangling") == "nowhere" and not (copied / "fifo").exists()
+    assert (t.files, t.bytes) == (1, 3)
 
 
 def test_prepare_reuses_a_complete_cache_and_rebuilds_an_incomplete_one(tmp_path):

@@ -40,7 +40,7 @@ class Metric:
 
 
 def metrics(page_budget: int) -> list[Metric]:
-    """The figures of issue 5, in table order, with its targets."""
+    """The figures of issues 5 and 9, in table order, with their targets."""
     budget_mib = page_budget / MiB
     return [
         Metric("seq_cold_mbps", "cold sequential read", "MB/s", True, Target("ratio_min", 1.0, ">= 1.0")),
@@ -52,6 +52,15 @@ def metrics(page_budget: int) -> list[Metric]:
         Metric("image_mib", "image size", "MiB", False, Target("ratio_max", 1.05, "<= 1.05")),
         Metric("rss_peak_mib", f"daemon peak RSS, file = 4x budget ({budget_mib:.0f} MiB)", "MiB", False,
                Target("abs_max", budget_mib + 100, f"<= {budget_mib + 100:.0f} MiB")),
+        # The tree workloads of issue 9.
+        Metric("systree_tar_s", "real tree: tar cf - . (cold)", "s", False, Target("ratio_max", 1.3, "<= 1.3")),
+        Metric("systree_grep_s", "real tree: grep -r (cold)", "s", False, Target("ratio_max", 1.3, "<= 1.3")),
+        Metric("systree_build_s", "real tree: image build", "s", False, None),
+        Metric("systree_image_mib", "real tree: image size", "MiB", False, None),
+        Metric("tiny_ls_s", "tiny tree: ls -l of one wide directory (cold)", "s", False,
+               Target("ratio_max", 1.5, "<= 1.5")),
+        Metric("tiny_cat_s", "tiny tree: find | xargs cat (cold)", "s", False, Target("ratio_max", 1.5, "<= 1.5")),
+        Metric("tiny_image_mib", "tiny tree: image size", "MiB", False, Target("ratio_max", 1.2, "<= 1.2")),
     ]
 
 
