@@ -18,6 +18,8 @@ from pagerfs.fuse.errors import ReadOnly
 from pagerfs.pager.user_pager import UserPager
 
 PAGE = zx.PAGE_SIZE
+# Entries fetched per store call while listing: about what one 4 KiB readdir reply holds.
+LISTDIR_BATCH = 32
 
 # Some stores may keep only permission bits in mode; kind then gives the file type.
 _KIND_TYPE = {"file": statmod.S_IFREG, "reg": statmod.S_IFREG, "regular": statmod.S_IFREG,
@@ -76,12 +78,20 @@ class FileSystem:
             self._open_dirs -= 1
 
     def listdir(self, ino: int, start: int = 0):
-        """(name, Inode) of the entries from index `start` on, stat'ed as consumed, so
-        that a big directory listed in many readdir calls costs O(n), not O(n^2)."""
+        """(name, Inode) of the entries from index `start` on, fetched from the store a
+        few at a time as consumed: a readdir call fills one reply buffer (a few dozen
+        entries) and stops, so listing a big directory in many calls costs O(n) in all,
+        not O(n) per call."""
         if not statmod.S_ISDIR(st_mode(self.image.stat(ino))):
             raise NotADirectoryError(ino)
-        for name, child in self.image.listdir(ino)[start:]:
-            yield name, self.image.stat(child)
+        stat = self.image.stat
+        while True:
+            batch = self.image.listdir(ino, start, start + LISTDIR_BATCH)
+            for name, child in batch:
+                yield name, stat(child)
+            if len(batch) < LISTDIR_BATCH:
+                return
+            start += LISTDIR_BATCH
 
     def readlink(self, ino: int) -> bytes:
         return self.image.readlink(ino)

@@ -140,7 +140,8 @@ class Image:
         self._children: dict[int, dict[bytes, int]] = {}
         self._parent: list[int] = []
         self._name: list[bytes] = []
-        self._validate(list(fmt.DIRENT.iter_unpack(tables["dirents"])))
+        self._dirents = list(fmt.DIRENT.iter_unpack(tables["dirents"]))
+        self._validate(self._dirents)
 
     # ---- opening and validation -------------------------------------------------
 
@@ -285,12 +286,18 @@ class Image:
         children = self._children.get(parent_ino)
         return None if children is None else children.get(name)
 
-    def listdir(self, ino: int) -> list[tuple[bytes, int]]:
-        self._record(ino)
-        children = self._children.get(ino)
-        if children is None:
+    def listdir(self, ino: int, start: int = 0, stop: int | None = None) -> list[tuple[bytes, int]]:
+        """Entries [start, stop) of the directory, sorted by name: a slice of the dirent
+        table, so a caller that lists a big directory a few entries at a time (readdir)
+        pays for the entries it gets, not for the whole directory each time."""
+        kind, _, _, _, _, _, _, first, count, _ = self._record(ino)
+        if kind != fmt.KIND_DIR:
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", show(self.path_of(ino)))
-        return list(children.items())
+        lo = min(max(start, 0), count)
+        hi = count if stop is None else min(max(stop, lo), count)
+        strings = self._strings
+        return [(strings[off : off + n], child)
+                for off, n, child in self._dirents[first + lo : first + hi]]
 
     def readlink(self, ino: int) -> bytes:
         kind, _, _, _, _, _, _, first, count, _ = self._record(ino)

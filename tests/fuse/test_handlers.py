@@ -116,3 +116,31 @@ async def test_writes_are_erofs(ops):
     assert await code(ops.unlink(root, b"hello.txt")) == errno.EROFS
     assert await code(ops.setxattr(root, b"user.x", b"1")) == errno.EROFS
     assert await code(ops.getxattr(root, b"user.x")) == errno.ENODATA
+
+
+async def test_readdir_of_a_wide_directory_in_many_calls_fetches_each_entry_about_once(tmp_path):
+    """readdir resumes at an index, one reply buffer at a time: listing n entries in
+    n / k calls must fetch O(n) entries from the store, not O(n) per call."""
+    from pagerfs.store import build_image
+
+    (tmp_path / "src" / "wide").mkdir(parents=True)
+    for i in range(500):
+        (tmp_path / "src" / "wide" / f"e{i:04d}").write_bytes(b"")
+    build_image(tmp_path / "src", tmp_path / "w.img")
+    img = Image.open(tmp_path / "w.img")
+    fetched = []
+    real = img.listdir
+    img.listdir = lambda ino, start=0, stop=None: fetched.append(len(r := real(ino, start, stop))) or r
+    fs = FileSystem(img, pager=None)
+    wide = img.resolve("wide")
+    names, start, calls = [], 0, 0
+    while True:  # as the kernel does: a call takes 7 entries, the next starts after them
+        calls += 1
+        got = [name for _, (name, _) in zip(range(7), fs.listdir(wide, start))]
+        if not got:
+            break
+        names += got
+        start += len(got)
+    assert names == [f"e{i:04d}".encode() for i in range(500)]
+    assert sum(fetched) <= 500 + calls * 32
+    img.close()

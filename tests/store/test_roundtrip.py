@@ -172,3 +172,20 @@ def test_tails_that_differ_only_by_trailing_zeros_stay_apart(tmp_path):
         assert img.read_pages(img.resolve("a"), 0, 1) == b"abc"
         assert img.read_pages(img.resolve("b"), 0, 1) == b"abc\0"
         assert img.read_pages(img.resolve("c"), 32, 1) == b"abc"
+
+
+def test_listdir_slices_are_slices_of_the_sorted_listing(tmp_path):
+    src = tmp_path / "src"
+    (src / "wide").mkdir(parents=True)
+    for i in range(70):
+        (src / "wide" / f"n{i:03d}").write_bytes(b"x" * i)
+    build_image(src, tmp_path / "w.img")
+    with Image.open(tmp_path / "w.img") as img:
+        wide = img.resolve("wide")
+        full = img.listdir(wide)
+        assert [n for n, _ in full] == [f"n{i:03d}".encode() for i in range(70)]
+        assert all(img.lookup(wide, n) == ino for n, ino in full)
+        for start, stop in [(0, 32), (32, 64), (64, 96), (69, None), (70, None), (5, 3), (-4, 2), (100, 200)]:
+            assert img.listdir(wide, start, stop) == full[max(start, 0):stop], (start, stop)
+        with pytest.raises(NotADirectoryError):
+            img.listdir(full[0][1], 0, 1)
