@@ -337,6 +337,21 @@ class RequestServer:
                         del self._claims[key]
                 claim.done.set()
 
+    def supply_chunk(self, aux: int, ino: int, vmo: int, index: int) -> None:
+        """Supply a whole chunk nobody has asked for (a small file being opened); best
+        effort, as read-ahead: damage is left for the real request to meet and fail."""
+        img = self.image
+        try:
+            data = img.read_chunk(ino, index)
+        except (IntegrityError, StoreIOError):
+            return
+        self.stats.add(ino, chunks_read=1, bytes_read_from_image=len(data))
+        first, count = img.chunk_pages(ino, index)
+        try:
+            self._supply_run(aux, ino, vmo, first, data, first, count)
+        except VmoGone:
+            pass
+
     def _serve_chunks(self, aux: int, req: Request, faults: FaultSet | None) -> None:
         img = self.image
         npages = req.last_page - req.first_page + 1

@@ -70,6 +70,10 @@ class UserPager:
         self._vmos: dict[int, _OpenVmo] = {}
         self._faults: dict[int, FaultSet] = collections.defaultdict(FaultSet)
         self._stop = threading.Event()
+        # The aux VMO of whichever thread opens files (see open).
+        self._open_aux = zx.zx_vmo_create(image.chunk_size, 0)
+        self._open_lock = threading.Lock()
+        self._opened = bytearray()  # by inode: 1 once opened (see open)
         zx.scanner_set_limit(budget)
         self._threads = [
             threading.Thread(target=self._run, name=f"pager-{i}", daemon=True)
@@ -85,15 +89,43 @@ class UserPager:
     # -- VMOs ---------------------------------------------------------------------------
 
     def open(self, ino: int) -> int:
-        """The VMO of a regular file, created on first open; pair with close()."""
+        """The VMO of a regular file, created on first open; pair with close().
+
+        A file of one chunk is supplied whole as its VMO is created, the first time it
+        is opened, in the opener's thread: it will be read (that is what opening a file
+        is for), its first read would ask for all of it anyway, and answering that read
+        from present pages spares the two thread hand-offs of a page request, which for
+        a small file cost more than the decoding itself (a tree of small files is
+        mostly such costs). Only the first time: a file opened again is most likely
+        still in the host's page cache, and then nobody asks for its pages at all.
+        """
+        supply_now = False
         with self._lock:
             entry = self._vmos.get(ino)
             if entry is None:
                 size = self.image.stat(ino).size
                 handle = zx.zx_pager_create_vmo(self.pager, 0, self.port, ino, size)
                 entry = self._vmos[ino] = _OpenVmo(handle, 0)
+                supply_now = 0 < size <= self.image.chunk_size and not self._opened_before(ino)
             entry.refs += 1
-            return entry.handle
+            handle = entry.handle
+        if supply_now:
+            self._supply_at_open(ino)
+        return handle
+
+    def _opened_before(self, ino: int) -> bool:
+        """Whether the file was opened before; marks it opened (under self._lock)."""
+        if ino >= len(self._opened):
+            self._opened.extend(bytes(ino + 1 - len(self._opened)))
+        seen, self._opened[ino] = self._opened[ino], 1
+        return bool(seen)
+
+    def _supply_at_open(self, ino: int) -> None:
+        with self._serving(ino) as (handle, faults):
+            # A rule must act on the request that really asks: leave its file alone.
+            if handle is not None and not faults:
+                with self._open_lock:
+                    self.server.supply_chunk(self._open_aux, ino, handle, 0)
 
     def close(self, ino: int) -> None:
         with self._lock:
@@ -307,5 +339,6 @@ class UserPager:
             zx.zx_handle_close(entry.handle)
         zx.zx_handle_close(self.port)
         zx.zx_handle_close(self.pager)
+        zx.zx_handle_close(self._open_aux)
         zx.scanner_set_limit(None)
         self.trace.close()

@@ -332,3 +332,25 @@ def test_random_pages_do_not_keep_their_whole_chunks_alive(tmp_path):
         assert up.committed_pages(ino) == 64
         # 64 pages are 256 KiB; keeping their chunks alive would be 4 MiB.
         assert held < 1 << 20, held
+
+
+def test_a_file_of_one_chunk_is_supplied_as_it_is_first_opened(pager):
+    """Its first read then finds every page present and asks the pager for nothing."""
+    with file_vmo(pager, b"small") as (ino, vmo):
+        assert pager.committed_pages(ino) == 1
+        assert zx.zx_vmo_read(vmo, 0, 11) == b"small file\n"
+        assert pager.stats.snapshot(ino)["page_requests"] == 0
+    # Opened again it is most likely in the host's page cache: nothing is supplied ahead.
+    with file_vmo(pager, b"small") as (ino, vmo):
+        assert pager.committed_pages(ino) == 0
+        assert zx.zx_vmo_read(vmo, 0, 11) == b"small file\n"
+        assert pager.stats.snapshot(ino)["page_requests"] == 1
+
+
+def test_a_small_file_with_a_rule_waits_for_the_request_the_rule_acts_on(pager):
+    ino = pager.image.resolve(b"small")
+    pager.add_fault(ino, parse_rule("pages=0 error=IO count=1"))
+    with file_vmo(pager, b"small") as (ino, vmo):
+        assert pager.committed_pages(ino) == 0
+        assert outcome(vmo, 0, 11) == zx.ZX_ERR_IO
+        assert outcome(vmo, 0, 11) == b"small file\n"  # count=1: the next request is served
