@@ -11,7 +11,18 @@ import argparse
 import sys
 
 from pagerfs import __version__
+from pagerfs.cli import sweep_command
 from pagerfs.cli.common import CommandError, EXIT_UNUSABLE, fail
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad usage is one line too, `pagerfs: ...`, and exit status 2, as every other
+    failure (argparse would print the whole usage first)."""
+
+    def error(self, message: str):
+        name = self.prog.removeprefix("pagerfs").strip()
+        where = f"{name}: " if name else ""
+        self.exit(EXIT_UNUSABLE, f"pagerfs: {where}{message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     # main(), not a traceback at import.
     from pagerfs.cli import image_commands, mount_commands
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pagerfs",
         description="A FUSE filesystem whose files are simulated Zircon pager-backed VMOs.",
     )
@@ -27,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     image_commands.add_parsers(sub)
     mount_commands.add_parsers(sub)
+    sweep_command.add_parsers(sub)
     return parser
 
 
@@ -35,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
     except ImportError as err:
         return fail(str(err), EXIT_UNUSABLE)
+    argv, command = sweep_command.split_command(sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
+    if command is not None:
+        args.command = command
     try:
         return args.run(args)
     except CommandError as err:

@@ -1,0 +1,186 @@
+"""The sweep itself: a traced clean run, a second clean run to check the program is
+deterministic, then one run per target, each on a fresh mount of its own.
+
+Every run mounts with the kernel's and the pager's read-ahead off, the traced run and
+the faulted runs alike: each READ is then one page the program itself touched, so the
+trace names exactly the pages to sweep, and a rule fires only if the program really
+asks for its page (never because read-ahead brushed it), which is what lets the
+daemon's stats decide `not-reached`. A fresh mount is a fresh page cache and fresh
+VMOs, and its rule is in force before the mount answers (pagerfs.testing's `faults=`),
+so no run sees another's state and none leaves a rule behind.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import os
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+
+from pagerfs import testing
+from pagerfs.sweep import plan as planning
+from pagerfs.sweep import process
+from pagerfs.sweep.results import Baseline, Run, Settings, Sweep
+from pagerfs.sweep.verdict import Outcome, classify, signal_name
+
+MOUNT_OPTIONS = ("read_ahead=0", "read_ahead_kb=0")
+CLEAN_TIMEOUT = 120.0   # bound of the clean runs when --timeout is not given
+MIN_TIMEOUT = 5.0       # the default timeout is 10x the clean run, at least this
+
+
+class SweepError(Exception):
+    """A sweep that cannot be made, in one line (exit status 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What every run of one sweep shares."""
+
+    image: str
+    command: tuple[str, ...]
+    outputs: tuple[str, ...]
+    timeout: float
+
+
+def default_timeout(clean_duration: float) -> float:
+    return round(max(MIN_TIMEOUT, 10 * clean_duration), 1)
+
+
+@contextlib.contextmanager
+def image_of(target: str) -> Iterator[tuple[str, str | None]]:
+    """(image path, source directory or None): a directory is built into a temporary
+    image first, removed on the way out."""
+    if not os.path.exists(target):
+        raise SweepError(f"{target}: no such file or directory")
+    if not os.path.isdir(target):
+        yield os.path.abspath(target), None
+        return
+    with tempfile.TemporaryDirectory(prefix="pagerfs-sweep-img.") as tmp:
+        try:
+            img = testing.build(target, cache_dir=tmp)
+        except testing.PagerfsError as err:
+            raise SweepError(f"{target}: cannot build an image: {err}") from None
+        yield str(img.path), os.path.abspath(target)
+
+
+@contextlib.contextmanager
+def _mount(job: Job, **kw):
+    with contextlib.ExitStack() as stack:
+        try:
+            m = stack.enter_context(testing.mount(job.image, options=MOUNT_OPTIONS, **kw))
+        except testing.PagerfsError as err:
+            raise SweepError(f"{job.image}: {err}") from None
+        yield m
+
+
+def run_in(mount, job: Job, table: process.ProcessTable | None = None,
+           timeout: float | None = None) -> Outcome:
+    """Run the command once in `mount`, `{}` and $PAGERFS_MNT naming it, `{out}` and
+    $PAGERFS_OUT a fresh output directory of this run's own."""
+    out_dir = tempfile.mkdtemp(prefix="pagerfs-sweep-out.")
+    try:
+        where = str(mount.path)
+        env = {**os.environ, "PAGERFS_MNT": where, "PAGERFS_OUT": out_dir}
+        inv = process.Invocation(
+            argv=process.expand(job.command, where, out_dir), env=env,
+            outputs=process.expand(job.outputs, where, out_dir),
+            timeout=job.timeout if timeout is None else timeout,
+            redact=((out_dir, "{out}"), (where, "{}")))
+        try:
+            return process.run(inv, table)
+        except process.ProgramError as err:
+            raise SweepError(str(err)) from None
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _image_files(root) -> dict[str, int]:
+    """{relative path: size} of the regular files under the mount point."""
+    found = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                found[os.path.relpath(path, root)] = os.stat(path).st_size
+    return found
+
+
+def _refuse_failed_clean_run(command: Sequence[str], outcome: Outcome, timeout: float) -> None:
+    what = f"`{shlex.join(command)}`"
+    if outcome.timed_out:
+        raise SweepError(f"{what} did not end within {timeout:g} s on the clean run "
+                         f"(--timeout): a sweep needs a good baseline")
+    last = next((line.strip() for line in reversed(outcome.stderr.splitlines())
+                 if line.strip()), "")
+    why = f": {last}" if last else ""
+    if outcome.signal is not None:
+        raise SweepError(f"{what} was killed by {signal_name(outcome.signal)} on the clean "
+                         f"run{why}: a sweep needs a good baseline")
+    if outcome.exit_status != 0:
+        raise SweepError(f"{what} failed on the clean run (exit {outcome.exit_status}){why}: "
+                         f"a sweep needs a good baseline")
+
+
+def clean_runs(job: Job) -> tuple[Baseline, dict[str, int]]:
+    """The traced clean run and a second one to compare it with; (baseline, the
+    image's files and sizes)."""
+    with _mount(job, trace=True) as m:
+        mark = m.mark()
+        golden = run_in(m, job)
+        events = m.trace(since=mark)
+        files = _image_files(m.path)
+    _refuse_failed_clean_run(job.command, golden, job.timeout)
+    with _mount(job) as m:
+        again = run_in(m, job)
+    _refuse_failed_clean_run(job.command, again, job.timeout)
+    if again.digest != golden.digest:
+        raise SweepError(f"`{shlex.join(job.command)}` gave different output on two clean "
+                         f"runs: a sweep needs a deterministic program")
+    touched = planning.touched_pages(events)
+    return Baseline(exit_status=0, digest=golden.digest,
+                    duration=max(golden.duration, again.duration), pages=touched,
+                    sizes={p: files.get(p, 0) for p in touched}), files
+
+
+def run_target(job: Job, target: planning.Target, golden_digest: str,
+               table: process.ProcessTable | None = None) -> Run:
+    with _mount(job, faults=[(target.path, target.rule)]) as m:
+        outcome = run_in(m, job, table)
+        fired = m.fired(target.path)
+    return Run(target=target, verdict=classify(outcome, golden_digest, fired), fired=fired,
+               outcome=outcome)
+
+
+def sweep(job: Job, source: str | None, settings: Settings, baseline: Baseline,
+          targets: Sequence[planning.Target],
+          advance: Callable[[Run], None] = lambda run: None) -> Sweep:
+    """Every target's run, `settings.jobs` at a time; an interrupt (KeyboardInterrupt)
+    kills what runs, and the mounts go with their runs."""
+    table = process.ProcessTable()
+
+    def one(target: planning.Target) -> Run | None:
+        if table.stopping.is_set():
+            return None
+        return run_target(job, target, baseline.digest, table)
+
+    done: dict[int, Run] = {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.jobs,
+                                                 thread_name_prefix="sweep")
+    try:
+        futures = [pool.submit(one, t) for t in targets]
+        for future in concurrent.futures.as_completed(futures):
+            run = future.result()
+            if run is not None:
+                done[run.target.case] = run
+                advance(run)
+    except BaseException:
+        table.kill_all()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return Sweep(image=job.image, source=source, command=job.command, settings=settings,
+                 baseline=baseline, runs=tuple(done[t.case] for t in targets))
