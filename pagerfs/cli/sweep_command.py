@@ -81,6 +81,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="per run (default: 10x the clean run, at least 5 s); the whole "
                         "process group is killed")
+    p.add_argument("--fresh-mounts", action="store_true",
+                   help="a new mount for every run (slower; by default each job reuses one "
+                        "mount, checking the file's pages are uncached before each run)")
     p.add_argument("--output", action="append", default=[], metavar="PATH",
                    help="a file the command writes, compared with the clean run's "
                         "(repeatable; e.g. {out}/result.txt)")
@@ -184,12 +187,13 @@ def _sweep(args, errors) -> int:
                 errors=errors, transient=args.transient, group=args.group,
                 sample=args.sample, seed=args.seed, jobs=args.jobs, timeout=timeout,
                 files=tuple(args.files), outputs=tuple(args.output),
-                mount_options=engine.MOUNT_OPTIONS)
+                mount_options=engine.MOUNT_OPTIONS, fresh_mounts=args.fresh_mounts)
             bar = Bar(len(targets), enabled=not args.quiet
                       and (args.progress or sys.stderr.isatty()))
             try:
                 done = engine.sweep(job, source, settings, baseline, targets,
-                                    advance=lambda run: bar.advance(run.verdict))
+                                    advance=lambda run: bar.advance(run.verdict),
+                                    fresh_mounts=args.fresh_mounts)
             finally:
                 bar.close()
     except (engine.SweepError, testing.PagerfsError) as err:

@@ -8,6 +8,15 @@ asks for its page (never because read-ahead brushed it), which is what lets the
 daemon's stats decide `not-reached`. A fresh mount is a fresh page cache and fresh
 VMOs, and its rule is in force before the mount answers (pagerfs.testing's `faults=`),
 so no run sees another's state and none leaves a rule behind.
+
+A fresh mount costs most of a second (a daemon starts), so by default each parallel
+job keeps one mount and gives every run a state proven equivalent for the file under
+test: the rules of the last run are cleared and the new one armed before the program
+starts (arming drops the file's pages from its VMO and Linux's page cache); then
+mincore(2) must show none of the file's pages cached, and the daemon must hold no open
+file (the kernel's RELEASEs of the last run have arrived, so every VMO is gone and the
+next open makes a fresh one). `--fresh-mounts` takes a new mount for every run instead;
+tests/sweep/test_sweep.py checks that both give the same verdicts.
 """
 
 from __future__ import annotations
@@ -16,20 +25,26 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import os
+import queue
 import shlex
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from pagerfs import testing
 from pagerfs.sweep import plan as planning
 from pagerfs.sweep import process
+from pagerfs.sweep.residency import resident_pages
 from pagerfs.sweep.results import Baseline, Run, Settings, Sweep
 from pagerfs.sweep.verdict import Outcome, classify, signal_name
 
 MOUNT_OPTIONS = ("read_ahead=0", "read_ahead_kb=0")
 CLEAN_TIMEOUT = 120.0   # bound of the clean runs when --timeout is not given
 MIN_TIMEOUT = 5.0       # the default timeout is 10x the clean run, at least this
+QUIET_BOUND = 5.0       # how long a reused mount may take to see the last run's RELEASEs
+_POLL = 0.005
 
 
 class SweepError(Exception):
@@ -146,26 +161,80 @@ def clean_runs(job: Job) -> tuple[Baseline, dict[str, int]]:
                     sizes={p: files.get(p, 0) for p in touched}), files
 
 
+def _wait_quiet(m) -> None:
+    """Until the daemon holds no open file. The kernel sends RELEASE after close()
+    has returned, so the last run's may still be on their way; there is no event to
+    wait on from outside the daemon, hence the (bounded) poll."""
+    deadline = time.monotonic() + QUIET_BOUND
+    while m.stats().get("open_files", 0):
+        if time.monotonic() > deadline:
+            raise SweepError(f"{m.path}: files stay open in the mount after a run "
+                             f"(a process outside the run's group?); try --fresh-mounts")
+        time.sleep(_POLL)
+
+
+def _arm(m, target: planning.Target):
+    """Arm the target's rule on a reused mount, and check the file is as cold as on a
+    fresh one: no page cached by Linux, no VMO left."""
+    m.clear()
+    handle = m.fault(target.path, pages=range(target.first, target.last + 1),
+                     error=target.error,
+                     count=planning.TRANSIENT_COUNT if target.transient else None)
+    cached = resident_pages(m / target.path)
+    _wait_quiet(m)
+    committed = m.stats(target.path).get("committed_pages", 0)
+    if cached or committed:
+        raise SweepError(f"{target.path}: {cached} pages still cached, {committed} in its "
+                         f"VMO after arming a rule; try --fresh-mounts")
+    return handle
+
+
 def run_target(job: Job, target: planning.Target, golden_digest: str,
-               table: process.ProcessTable | None = None) -> Run:
-    with _mount(job, faults=[(target.path, target.rule)]) as m:
-        outcome = run_in(m, job, table)
-        fired = m.fired(target.path)
+               table: process.ProcessTable | None = None, mount=None) -> Run:
+    """One run: on `mount` (reused, see _arm) or, without one, on a fresh mount whose
+    rule is armed from the start."""
+    if mount is None:
+        with _mount(job, faults=[(target.path, target.rule)]) as m:
+            outcome = run_in(m, job, table)
+            fired = m.fired(target.path)
+    else:
+        handle = _arm(mount, target)
+        try:
+            outcome = run_in(mount, job, table)
+            fired = mount.fired(handle)
+        finally:
+            mount.clear()
     return Run(target=target, verdict=classify(outcome, golden_digest, fired), fired=fired,
                outcome=outcome)
 
 
 def sweep(job: Job, source: str | None, settings: Settings, baseline: Baseline,
           targets: Sequence[planning.Target],
-          advance: Callable[[Run], None] = lambda run: None) -> Sweep:
+          advance: Callable[[Run], None] = lambda run: None,
+          fresh_mounts: bool = False) -> Sweep:
     """Every target's run, `settings.jobs` at a time; an interrupt (KeyboardInterrupt)
     kills what runs, and the mounts go with their runs."""
     table = process.ProcessTable()
+    # One mount per parallel job, taken by a run and given back after it.
+    slots: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(settings.jobs):
+        slots.put(None)
+    stack = contextlib.ExitStack()
+    stack_lock = threading.Lock()
 
     def one(target: planning.Target) -> Run | None:
         if table.stopping.is_set():
             return None
-        return run_target(job, target, baseline.digest, table)
+        if fresh_mounts:
+            return run_target(job, target, baseline.digest, table)
+        m = slots.get()
+        try:
+            if m is None:
+                with stack_lock:
+                    m = stack.enter_context(_mount(job))
+            return run_target(job, target, baseline.digest, table, mount=m)
+        finally:
+            slots.put(m)
 
     done: dict[int, Run] = {}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.jobs,
@@ -182,5 +251,6 @@ def sweep(job: Job, source: str | None, settings: Settings, baseline: Baseline,
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        stack.close()
     return Sweep(image=job.image, source=source, command=job.command, settings=settings,
                  baseline=baseline, runs=tuple(done[t.case] for t in targets))

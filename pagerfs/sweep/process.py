@@ -38,7 +38,8 @@ class Invocation:
     env: Mapping[str, str]
     outputs: tuple[str, ...]
     timeout: float
-    # Replaced in the stderr excerpt (the mount point varies from run to run).
+    # (path, placeholder): replaced in the output compared and in the stderr excerpt,
+    # since each run has its own mount point and output directory.
     redact: tuple[tuple[str, str], ...] = ()
 
 
@@ -118,15 +119,25 @@ def end_group(pgid: int) -> None:
             os.close(fd)
 
 
-def _digest(stdout, outputs: tuple[str, ...]) -> str:
+def _normal(data: bytes, redact) -> bytes:
+    for old, new in redact:
+        if old:
+            data = data.replace(os.fsencode(old), os.fsencode(new))
+    return data
+
+
+def _digest(stdout, outputs: tuple[str, ...], redact) -> str:
+    """Of stdout and the output files, each run's own paths (its mount point, its
+    output directory) written as their placeholders: `sha256sum {}/f` prints the mount
+    point, which differs from run to run."""
     h = hashlib.sha256()
     stdout.seek(0)
-    h.update(b"stdout\0" + hashlib.file_digest(stdout, "sha256").digest())
+    h.update(b"stdout\0" + hashlib.sha256(_normal(stdout.read(), redact)).digest())
     for path in outputs:
-        h.update(b"\0" + os.fsencode(path) + b"\0")
+        h.update(b"\0" + _normal(os.fsencode(path), redact) + b"\0")
         try:
             with open(path, "rb") as f:
-                h.update(hashlib.file_digest(f, "sha256").digest())
+                h.update(hashlib.sha256(_normal(f.read(), redact)).digest())
         except OSError as err:
             h.update(f"unreadable: {err.strerror}".encode())
     return "sha256:" + h.hexdigest()
@@ -188,5 +199,5 @@ def run(inv: Invocation, table: ProcessTable | None = None) -> Outcome:
         else:
             exit_status, signum = returncode, None
         return Outcome(exit_status=exit_status, signal=signum, timed_out=timed_out,
-                       digest=_digest(out, inv.outputs), duration=round(duration, 3),
+                       digest=_digest(out, inv.outputs, inv.redact), duration=round(duration, 3),
                        stderr=_excerpt(err, inv.redact))

@@ -33,6 +33,7 @@ class Settings:
     files: tuple[str, ...]          # the --files globs
     outputs: tuple[str, ...]        # the --output paths, as given ({out} unexpanded)
     mount_options: tuple[str, ...]
+    fresh_mounts: bool = False      # a new mount for every run (else one per job)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +100,7 @@ def to_json(sweep: Sweep) -> dict:
             "errors": list(s.errors), "transient": s.transient, "group": s.group,
             "sample": s.sample, "seed": s.seed, "jobs": s.jobs, "timeout_s": s.timeout,
             "files": list(s.files), "outputs": list(s.outputs),
-            "mount_options": list(s.mount_options),
+            "mount_options": list(s.mount_options), "fresh_mounts": s.fresh_mounts,
         },
         "baseline": {
             "exit_status": b.exit_status, "output_digest": b.digest, "duration_s": b.duration,
@@ -129,7 +130,8 @@ def from_json(doc: Mapping) -> Sweep:
             errors=tuple(s["errors"]), transient=bool(s["transient"]), group=int(s["group"]),
             sample=s["sample"], seed=int(s["seed"]), jobs=int(s["jobs"]),
             timeout=float(s["timeout_s"]), files=tuple(s["files"]),
-            outputs=tuple(s["outputs"]), mount_options=tuple(s["mount_options"]))
+            outputs=tuple(s["outputs"]), mount_options=tuple(s["mount_options"]),
+            fresh_mounts=bool(s.get("fresh_mounts", False)))
         baseline = Baseline(
             exit_status=int(b["exit_status"]), digest=b["output_digest"],
             duration=float(b["duration_s"]),
