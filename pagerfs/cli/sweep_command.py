@@ -107,12 +107,15 @@ def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def _writable(path: str | None) -> None:
-    if path:
-        try:
-            with open(path, "a"):
-                pass
-        except OSError as err:
-            raise CommandError(f"{path}: cannot write: {err.strerror}") from None
+    """Refuse an output file that cannot be written before the sweep, not after it
+    (without creating it: a refused sweep leaves nothing)."""
+    if not path:
+        return
+    where = path if os.path.exists(path) else (os.path.dirname(path) or ".")
+    if os.path.isdir(path) or not os.access(where, os.W_OK):
+        reason = "a directory" if os.path.isdir(path) else (
+            "permission denied" if os.path.exists(where) else "no such directory")
+        raise CommandError(f"{path}: cannot write: {reason}")
 
 
 def _check_usage(args) -> None:
@@ -171,10 +174,12 @@ def _sweep(args, errors) -> int:
 
     command = tuple(args.command)
     try:
-        with engine.image_of(args.image) as (image, source):
+        with (engine.image_of(args.image) as (image, source),
+              engine.MountPool(engine.Job(image, command, (), 0), args.jobs) as pool):
             job = engine.Job(image, command, tuple(args.output),
                              args.timeout or engine.CLEAN_TIMEOUT)
-            baseline, files = engine.clean_runs(job)
+            reuse = None if args.fresh_mounts else pool
+            baseline, files = engine.clean_runs(job, reuse)
             timeout = args.timeout or engine.default_timeout(baseline.duration)
             job = engine.Job(image, command, tuple(args.output), timeout)
             try:
@@ -193,7 +198,7 @@ def _sweep(args, errors) -> int:
             try:
                 done = engine.sweep(job, source, settings, baseline, targets,
                                     advance=lambda run: bar.advance(run.verdict),
-                                    fresh_mounts=args.fresh_mounts)
+                                    pool=reuse)
             finally:
                 bar.close()
     except (engine.SweepError, testing.PagerfsError) as err:

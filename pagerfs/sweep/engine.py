@@ -140,16 +140,51 @@ def _refuse_failed_clean_run(command: Sequence[str], outcome: Outcome, timeout: 
                          f"a sweep needs a good baseline")
 
 
-def clean_runs(job: Job) -> tuple[Baseline, dict[str, int]]:
-    """The traced clean run and a second one to compare it with; (baseline, the
-    image's files and sizes)."""
+class MountPool:
+    """One mount per parallel job, made when first needed; a run takes one and gives it
+    back. Closing the pool unmounts them all."""
+
+    def __init__(self, job: Job, size: int):
+        self._job = job
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(size):
+            self._free.put(None)
+        self._stack = contextlib.ExitStack()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def taken(self):
+        m = self._free.get()
+        try:
+            if m is None:
+                with self._lock:
+                    m = self._stack.enter_context(_mount(self._job))
+            yield m
+        finally:
+            self._free.put(m)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stack.close()
+
+    def __enter__(self) -> "MountPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def clean_runs(job: Job, pool: MountPool | None = None) -> tuple[Baseline, dict[str, int]]:
+    """The traced clean run on a fresh mount, and a second one to compare it with (on a
+    mount of the pool, which the sweep then reuses); (baseline, the image's files and
+    their sizes)."""
     with _mount(job, trace=True) as m:
         mark = m.mark()
         golden = run_in(m, job)
         events = m.trace(since=mark)
         files = _image_files(m.path)
     _refuse_failed_clean_run(job.command, golden, job.timeout)
-    with _mount(job) as m:
+    with (pool.taken() if pool is not None else _mount(job)) as m:
         again = run_in(m, job)
     _refuse_failed_clean_run(job.command, again, job.timeout)
     if again.digest != golden.digest:
@@ -211,36 +246,24 @@ def run_target(job: Job, target: planning.Target, golden_digest: str,
 def sweep(job: Job, source: str | None, settings: Settings, baseline: Baseline,
           targets: Sequence[planning.Target],
           advance: Callable[[Run], None] = lambda run: None,
-          fresh_mounts: bool = False) -> Sweep:
-    """Every target's run, `settings.jobs` at a time; an interrupt (KeyboardInterrupt)
-    kills what runs, and the mounts go with their runs."""
+          pool: MountPool | None = None) -> Sweep:
+    """Every target's run, `settings.jobs` at a time, on the pool's mounts (or, without
+    a pool, each on a fresh mount); an interrupt (KeyboardInterrupt) kills what runs."""
     table = process.ProcessTable()
-    # One mount per parallel job, taken by a run and given back after it.
-    slots: queue.SimpleQueue = queue.SimpleQueue()
-    for _ in range(settings.jobs):
-        slots.put(None)
-    stack = contextlib.ExitStack()
-    stack_lock = threading.Lock()
 
     def one(target: planning.Target) -> Run | None:
         if table.stopping.is_set():
             return None
-        if fresh_mounts:
+        if pool is None:
             return run_target(job, target, baseline.digest, table)
-        m = slots.get()
-        try:
-            if m is None:
-                with stack_lock:
-                    m = stack.enter_context(_mount(job))
+        with pool.taken() as m:
             return run_target(job, target, baseline.digest, table, mount=m)
-        finally:
-            slots.put(m)
 
     done: dict[int, Run] = {}
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.jobs,
-                                                 thread_name_prefix="sweep")
+    pool_threads = concurrent.futures.ThreadPoolExecutor(max_workers=settings.jobs,
+                                                         thread_name_prefix="sweep")
     try:
-        futures = [pool.submit(one, t) for t in targets]
+        futures = [pool_threads.submit(one, t) for t in targets]
         for future in concurrent.futures.as_completed(futures):
             run = future.result()
             if run is not None:
@@ -250,7 +273,6 @@ def sweep(job: Job, source: str | None, settings: Settings, baseline: Baseline,
         table.kill_all()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        stack.close()
+        pool_threads.shutdown(wait=True, cancel_futures=True)
     return Sweep(image=job.image, source=source, command=job.command, settings=settings,
                  baseline=baseline, runs=tuple(done[t.case] for t in targets))
