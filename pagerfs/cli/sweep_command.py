@@ -13,6 +13,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 
 from pagerfs.cli.common import EXIT_OK, CommandError
 
@@ -153,12 +154,21 @@ def run_sweep(args) -> int:
     def terminated(signum, frame):
         raise KeyboardInterrupt
 
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # pagerfs.testing warns of files held open at unmount; a user gets one line.
+        text = str(message)
+        print(text if text.startswith("pagerfs: ") else f"pagerfs: warning: {text}",
+              file=sys.stderr)
+
     previous = signal.signal(signal.SIGTERM, terminated)
+    shown = warnings.showwarning
+    warnings.showwarning = one_line
     try:
         if args.replay:
             return _replay(args)
         return _sweep(args, errors)
     finally:
+        warnings.showwarning = shown
         signal.signal(signal.SIGTERM, previous)
 
 

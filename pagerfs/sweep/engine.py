@@ -88,7 +88,7 @@ def _mount(job: Job, **kw):
         try:
             m = stack.enter_context(testing.mount(job.image, options=MOUNT_OPTIONS, **kw))
         except testing.PagerfsError as err:
-            raise SweepError(f"{job.image}: {err}") from None
+            raise SweepError(str(err)) from None
         yield m
 
 
