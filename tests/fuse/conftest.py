@@ -48,7 +48,7 @@ def require_fuse() -> None:
     pytest.skip(reason)
 
 
-def pagerfs(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+def pagerfs_cli(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     """Run the real command line, as a user would."""
     done = subprocess.run([sys.executable, "-m", "pagerfs", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
@@ -146,7 +146,7 @@ def mounted(image: Path, where: Path, *options: str, trace: bool = False):
     args = ["mount", image, where, "--log", log, *options]
     if trace_path:
         args += ["--trace", trace_path]
-    pagerfs(*args)
+    pagerfs_cli(*args)
     mount = Mount(image, where, trace_path, log)
     try:
         assert os.path.ismount(where)
@@ -160,7 +160,7 @@ def mounted(image: Path, where: Path, *options: str, trace: bool = False):
 
 
 def build_image(src: Path, image: Path, chunk: int = CHUNK) -> Path:
-    pagerfs("mkimage", "--chunk-size", str(chunk), src, image)
+    pagerfs_cli("mkimage", "--chunk-size", str(chunk), src, image)
     return image
 
 
@@ -204,6 +204,6 @@ def helpers():
     import types
 
     return types.SimpleNamespace(
-        pagerfs=pagerfs, run=run, pattern=pattern, make_tree=make_tree, mounted=mounted,
+        pagerfs=pagerfs_cli, run=run, pattern=pattern, make_tree=make_tree, mounted=mounted,
         build_image=build_image, drop_page_cache=drop_page_cache, PAGE=PAGE, CHUNK=CHUNK,
         require_fuse=require_fuse, REPO=REPO)

@@ -26,15 +26,6 @@ def image(tmp_path_factory):
                          cache_dir=tmp_path_factory.mktemp("cache"))
 
 
-@pytest.fixture
-def fuse():
-    reason = testing.fuse_missing_reason()
-    if reason and os.environ.get("PAGERFS_REQUIRE_FUSE") == "1":
-        pytest.fail(f"PAGERFS_REQUIRE_FUSE=1 but {reason}")
-    if reason:
-        pytest.skip(reason)
-
-
 def mounted_paths():
     with open("/proc/self/mounts") as f:
         return [line.split()[1] for line in f if " fuse.pagerfs " in line]
