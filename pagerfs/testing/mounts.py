@@ -81,6 +81,7 @@ def _sweep() -> None:
         _lingering.clear()
     for pid in pids:
         _end(pid, signal.SIGTERM, 2.0)
+    _starter.stop()
 
 
 def _on_signal(signum, frame, previous) -> None:
@@ -116,6 +117,87 @@ def _end(pid: int, first: int, wait: float) -> None:
             return
         if _unmount.wait_exit(pid, wait):
             return
+
+
+class _Starter:
+    """Runs `pagerfs mount` command lines, through a forkserver when one can be had
+    (see pagerfs.testing.forkserver: it saves the Python start and the imports, most
+    of a mount's time), else as a plain subprocess."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: subprocess.Popen | None = None
+        self._broken = False
+
+    @staticmethod
+    def env() -> dict:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+        return env
+
+    def _start(self) -> subprocess.Popen | None:
+        if self._server is not None and self._server.poll() is None:
+            return self._server
+        self._stop()
+        if self._broken:
+            return None
+        server = subprocess.Popen([sys.executable, "-m", "pagerfs.testing.forkserver"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, env=self.env(), text=True,
+                                  start_new_session=True)
+        try:
+            hello = json.loads(server.stdout.readline() or "{}")
+        except ValueError:
+            hello = {}
+        if "ready" not in hello:
+            self._server = server
+            self._stop()
+            self._broken = True
+            return None
+        self._server = server
+        return server
+
+    def run(self, argv: list[str], timeout: float) -> tuple[int, str]:
+        with self._lock:
+            server = self._start()
+            if server is not None:
+                try:
+                    server.stdin.write(json.dumps({"argv": argv, "timeout": timeout}) + "\n")
+                    server.stdin.flush()
+                    answer = json.loads(server.stdout.readline())
+                    return answer["status"], answer["stderr"]
+                except (OSError, ValueError, KeyError):
+                    self._stop()  # and start afresh next time
+                    self._server = None
+        try:
+            done = subprocess.run([sys.executable, "-m", "pagerfs", *argv], capture_output=True,
+                                  text=True, timeout=timeout, env=self.env(),
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return -signal.SIGKILL, ""
+        return done.returncode, done.stderr
+
+    def _stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        for stream in (server.stdin, server.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+
+_starter = _Starter()
 
 
 def _detach(path: str) -> None:
@@ -413,7 +495,7 @@ def _faults_file(faults, state: Path) -> tuple[Path | None, list[Rule]]:
     if faults is None:
         return None, []
     if isinstance(faults, (str, os.PathLike)):
-        return Path(faults), []
+        return Path(faults).absolute(), []
     rules = [as_rule(item) for item in faults]
     path = state / "faults"
     path.write_text("".join(rule.line + "\n" for rule in rules))
@@ -458,25 +540,20 @@ def mount(image, mountpoint=None, *, faults=None, options=(), trace: bool = Fals
         faults_path, rules = _faults_file(faults, state)
         log_path = Path(log).resolve() if log is not None else state / "daemon.log"
         trace_path = state / "trace.jsonl" if trace else None
-        command = [sys.executable, "-m", "pagerfs", "mount", str(image_path), str(where),
-                   "--log", str(log_path)]
+        command = ["mount", str(image_path), str(where), "--log", str(log_path)]
         for option in options:
             command += ["-o", option]
         if faults_path is not None:
             command += ["-o", f"faults={faults_path}"]
         if trace_path is not None:
             command += ["--trace", str(trace_path)]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                  env=env, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
+        status, stderr = _starter.run(command, timeout)
+        if status == -signal.SIGKILL:
             _abandon(str(where))
-            raise MountError(f"{image_path} on {where}: not ready after {timeout:g} s") from None
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            raise _refusal(lines[-1] if lines else f"pagerfs mount exited {done.returncode}",
+            raise MountError(f"{image_path} on {where}: not ready after {timeout:g} s")
+        if status != 0:
+            lines = stderr.strip().splitlines()
+            raise _refusal(lines[-1] if lines else f"pagerfs mount exited {status}",
                            faults_path, rules)
         stats = _unmount.daemon_stats(str(where), timeout)
         if not isinstance(stats, dict):
