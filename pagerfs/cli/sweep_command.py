@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import sys
 import warnings
@@ -250,6 +249,5 @@ def _replay(args) -> int:
         sys.stderr.write(run.outcome.stderr if run.outcome.stderr.endswith("\n")
                          else run.outcome.stderr + "\n")
     t = run.target
-    print(f"case {t.case}: {t.path} {t.rule}: {label(run)} "
-          f"(in the sweep: {label(was)}); {shlex.join(old.command)}")
+    print(f"case {t.case}: {t.path} {t.rule}: {label(run)} (in the sweep: {label(was)})")
     return 1 if run.verdict in FAILING else EXIT_OK

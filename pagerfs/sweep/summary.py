@@ -54,12 +54,18 @@ def unit(settings) -> str:
     return what
 
 
+def short_command(command, width: int = 160) -> str:
+    """The command on one line, cut to `width` (a script given with -c can be long)."""
+    text = " ".join(shlex.join(command).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def render(sweep: Sweep) -> str:
     table = [("FILE", "ERROR", "VERDICT", "RUNS", "PAGES")]
     table += [(r.file, r.error, r.verdict, str(r.runs), format_ranges(r.ranges))
               for r in rows(sweep)]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
-    lines = [f"pagerfs sweep: {len(sweep.runs)} runs of `{shlex.join(sweep.command)}` "
+    lines = [f"pagerfs sweep: {len(sweep.runs)} runs of `{short_command(sweep.command)}` "
              f"({', '.join(sweep.settings.errors)}; {unit(sweep.settings)})"]
     for row in table:
         cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]),
