@@ -7,16 +7,16 @@ when PAGERFS_REQUIRE_FUSE=1, as CI sets it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from pagerfs import testing
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = 4096
@@ -24,19 +24,11 @@ CHUNK = 64 * 1024  # images in these tests use 64 KiB chunks: 16 pages
 
 
 def fuse_missing_reason() -> str | None:
-    try:
-        st = os.stat("/dev/fuse")
-    except OSError:
-        return "/dev/fuse is missing (modprobe fuse)"
-    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(10, 229):
-        return "/dev/fuse is not the FUSE device (10, 229)"
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "/dev/fuse is not readable and writable by this user"
-    if not shutil.which("fusermount3"):
-        return "fusermount3 is not installed (Debian package fuse3)"
-    if not shutil.which("setfattr"):
+    """pagerfs.testing's reason, plus the attr tools these tests drive."""
+    reason = testing.fuse_missing_reason()
+    if reason is None and not shutil.which("setfattr"):
         return "setfattr is not installed (Debian package attr)"
-    return None
+    return reason
 
 
 def require_fuse() -> None:
@@ -106,57 +98,23 @@ def make_tree(root: Path) -> Path:
     return root
 
 
-class Mount:
-    """A mounted image; `close()` unmounts (lazily if it must)."""
-
-    def __init__(self, image: Path, path: Path, trace: Path | None, log: Path):
-        self.image = image
-        self.path = path
-        self.trace = trace
-        self.log = log
-
-    def stats(self, rel: str = "") -> dict:
-        return json.loads(os.getxattr(self.path / rel, "user.pagerfs.stats"))
-
-    @property
-    def pid(self) -> int:
-        return self.stats()["pid"]
-
-    def close(self) -> None:
-        if os.path.ismount(self.path) or _stale(self.path):
-            done = run("fusermount3", "-u", self.path, check=False)
-            if done.returncode != 0:
-                run("fusermount3", "-uz", self.path, check=False)
-
-
-def _stale(path: Path) -> bool:
-    try:
-        os.stat(path)
-    except OSError as err:
-        return err.errno == 107  # ENOTCONN
-    return False
-
-
 @contextlib.contextmanager
-def mounted(image: Path, where: Path, *options: str, trace: bool = False):
+def mounted(image: Path, where: Path, *options: str, trace: bool = False,
+            report_death: bool = False):
+    """A pagerfs.testing mount at `where`. `options` are command-line words (`-o`,
+    `a,b`). Tests through helpers.mounted take the daemon's life in their own hands
+    (kill it, unmount it themselves), so its death is reported only with report_death."""
     require_fuse()
-    where.mkdir(parents=True, exist_ok=True)
+    opts = [word for word in options if word != "-o"]
     log = where.with_name(where.name + ".log")
-    trace_path = where.with_name(where.name + ".trace") if trace else None
-    args = ["mount", image, where, "--log", log, *options]
-    if trace_path:
-        args += ["--trace", trace_path]
-    pagerfs_cli(*args)
-    mount = Mount(image, where, trace_path, log)
+    m = testing.mount(image, where, options=opts, trace=trace, log=log)
     try:
         assert os.path.ismount(where)
-        yield mount
+        yield m
     finally:
-        mount.close()
+        m.close(check=report_death)
     # The daemon logs only what nobody expected (a bug answered with EIO or BAD_STATE).
-    problems = [line for line in log.read_text(errors="replace").splitlines()
-                if " ERROR " in line or " CRITICAL " in line]
-    assert not problems, "\n".join(problems)
+    assert not m.daemon_errors, "\n".join(m.daemon_errors)
 
 
 def build_image(src: Path, image: Path, chunk: int = CHUNK) -> Path:
@@ -171,20 +129,20 @@ def tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def image(tree, tmp_path_factory) -> Path:
-    return build_image(tree, tmp_path_factory.mktemp("img") / "tree.img")
+    return testing.build(tree, chunk_size=CHUNK, cache_dir=tmp_path_factory.mktemp("img")).path
 
 
 @pytest.fixture(scope="module")
 def mnt(image, tmp_path_factory):
     """One shared mount per test module: for tests that only read."""
-    with mounted(image, tmp_path_factory.mktemp("mnt") / "m", trace=False) as mount:
+    with mounted(image, tmp_path_factory.mktemp("mnt") / "m", report_death=True) as mount:
         yield mount
 
 
 @pytest.fixture
 def fresh_mount(image, tmp_path):
     """A mount of its own, for tests that arm faults or change the mount's state."""
-    with mounted(image, tmp_path / "m", trace=True) as mount:
+    with mounted(image, tmp_path / "m", trace=True, report_death=True) as mount:
         yield mount
 
 

@@ -2,7 +2,6 @@
 EIO from read() and SIGBUS from mmap on the damaged pages, good data everywhere else."""
 
 import errno
-import json
 import os
 import random
 import signal
@@ -184,7 +183,7 @@ def test_trace_records_packets_supplies_and_fails(fresh_mount):
     assert setfattr(path, "pages=17 error=IO_DATA_INTEGRITY").returncode == 0
     ino = os.stat(path).st_ino
     assert "Input/output error" in dd_page(path, 17)
-    events = [json.loads(line) for line in fresh_mount.trace.read_text().splitlines()]
+    events = fresh_mount.trace()
     mine = [e for e in events if e.get("ino") == ino]
     kinds = {e["event"] for e in mine}
     assert {e["path"] for e in mine if e["event"] == "packet"} == {"/odd-size.bin"}
@@ -259,8 +258,8 @@ def test_rule_change_during_a_slow_read_neither_deadlocks_nor_leaks_old_pages(fr
     try:
         # Wait until the pager is serving (and sleeping in) cat's first request.
         deadline = time.monotonic() + 30
-        while not any(json.loads(line).get("ino") == ino and json.loads(line)["event"] == "packet"
-                      for line in fresh_mount.trace.read_text().splitlines()):
+        while not any(e.get("ino") == ino and e["event"] == "packet"
+                      for e in fresh_mount.trace()):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         # This waits for the request in flight, then evicts and invalidates: it must not
