@@ -6,6 +6,7 @@ Layers, each in its own package (see docs/ARCHITECTURE.md):
   pagerfs.pager   the user pager: the only bridge between the two
   pagerfs.fuse    the thin pyfuse3 + trio adapter
   pagerfs.cli     the `pagerfs` command
+  pagerfs.testing mounts, fault rules and pytest fixtures for test suites
 """
 
 __version__ = "0.1.0"
