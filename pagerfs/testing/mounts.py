@@ -63,10 +63,15 @@ _live: dict[int, "Mount"] = {}
 _lingering: set[int] = set()  # daemons still serving lazily detached mounts
 _lock = threading.Lock()
 _sweep_installed = False
+# The process whose mounts these are: a child forked from it (which inherits these
+# tables, the atexit hook and the signal handlers) must not unmount its parent's.
+_owner = os.getpid()
 
 
 def _sweep() -> None:
     """Close every mount still open and end every daemon left serving one."""
+    if os.getpid() != _owner:
+        return
     with _lock:
         mounts = list(_live.values())
     with warnings.catch_warnings():
@@ -94,7 +99,12 @@ def _on_signal(signum, frame, previous) -> None:
 
 
 def _install_sweep() -> None:
-    global _sweep_installed
+    global _sweep_installed, _owner
+    if _owner != os.getpid():  # a forked child: what the tables hold is its parent's
+        with _lock:
+            _live.clear()
+            _lingering.clear()
+        _owner = os.getpid()
     if _sweep_installed:
         return
     _sweep_installed = True
@@ -128,6 +138,7 @@ class _Starter:
         self._lock = threading.Lock()
         self._server: subprocess.Popen | None = None
         self._broken = False
+        self._pid = os.getpid()
 
     @staticmethod
     def env() -> dict:
@@ -136,6 +147,9 @@ class _Starter:
         return env
 
     def _start(self) -> subprocess.Popen | None:
+        if self._pid != os.getpid():
+            # A forked child: the server's pipes are its parent's to use.
+            self._server, self._pid = None, os.getpid()
         if self._server is not None and self._server.poll() is None:
             return self._server
         self._stop()
@@ -263,7 +277,10 @@ class Mount:
         self.daemon_errors: list[str] = []
         self._state = state
         self._owns_path = owns_path
-        self._pidfd = os.pidfd_open(pid)
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:  # died already: close() reports it
+            self._pidfd = None
         self._handles: list[FaultHandle] = []
         self._ruled: set[str] = set()
         self._closed = False
@@ -420,8 +437,9 @@ class Mount:
             died, held = self._teardown()
         finally:
             self._collect_log()
-            os.close(self._pidfd)
-            self._pidfd = None
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
             if self._owns_path:
                 try:
                     self.path.rmdir()
@@ -536,7 +554,10 @@ def mount(image, mountpoint=None, *, faults=None, options=(), trace: bool = Fals
     owns_path = mountpoint is None
     where = state / "mnt" if owns_path else Path(mountpoint).resolve()
     try:
-        where.mkdir(parents=True, exist_ok=True)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise MountError(f"{where}: cannot be a mount point: {err.strerror}") from None
         faults_path, rules = _faults_file(faults, state)
         log_path = Path(log).resolve() if log is not None else state / "daemon.log"
         trace_path = state / "trace.jsonl" if trace else None
@@ -569,9 +590,9 @@ def mount(image, mountpoint=None, *, faults=None, options=(), trace: bool = Fals
         shutil.rmtree(state, ignore_errors=True)
         raise
     m._ruled.update(os.fspath(r.path).lstrip("/") for r in rules)
+    _install_sweep()
     with _lock:
         _live[id(m)] = m
-    _install_sweep()
     return m
 
 

@@ -161,6 +161,9 @@ def test_a_mount_point_in_use_is_refused(image, fuse, tmp_path):
             testing.mount(image, m.path)
         with pytest.raises(testing.MountError, match="not a usable image"):
             testing.mount(m / "big.bin", tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(testing.MountError, match="file: cannot be a mount point"):
+        testing.mount(image, tmp_path / "file")
 
 
 def test_files_left_open_are_named_and_the_mount_goes_lazily(image, fuse):
@@ -226,3 +229,22 @@ def test_no_fuse_is_its_own_error(image, monkeypatch):
         testing.mount(image)
     assert info.value.reason == "/dev/fuse is missing"
     assert isinstance(info.value, testing.MountError)
+
+
+def test_a_forked_child_leaves_its_parents_mounts_alone(image, fuse):
+    # The child inherits the atexit hook and the table of mounts; its exit must not
+    # unmount what its parent is using.
+    script = textwrap.dedent(f"""
+        import os, sys
+        from pagerfs import testing
+        m = testing.mount({str(image.path)!r})
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # runs the atexit hooks, in the child
+        os.waitpid(pid, 0)
+        print((m / "dir" / "small.txt").read_text(), end="")
+        m.close()
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout == "small\n", done.stderr
