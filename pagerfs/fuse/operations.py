@@ -36,7 +36,7 @@ def entry(inode) -> pyfuse3.EntryAttributes:
     attrs.st_gid = inode.gid
     attrs.st_size = inode.size
     attrs.st_blksize = 4096
-    attrs.st_blocks = (inode.size + 511) // 512
+    attrs.st_blocks = (inode.allocated + 511) // 512  # holes take no space
     attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = inode.mtime_ns
     attrs.entry_timeout = attrs.attr_timeout = CACHE_TIMEOUT
     return attrs

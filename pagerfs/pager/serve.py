@@ -438,8 +438,10 @@ class RequestServer:
                              length=run_count * PAGE)
         try:
             # The aux range reads as zeros after each supply, so a short last page
-            # needs no padding.
-            zx.zx_vmo_write(aux, piece, start)
+            # needs no padding, and a hole nothing at all: its zero pages are supplied
+            # from aux pages never written.
+            if not self.image.is_hole(ino, first * PAGE // self.image.chunk_size):
+                zx.zx_vmo_write(aux, piece, start)
             zx.zx_pager_supply_pages(self.pager, vmo, run_first * PAGE,
                                      run_count * PAGE, aux, start)
         except zx.ZxError as err:

@@ -21,6 +21,7 @@ offset so that its pages are the fragment's pages and keep their leaf hashes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -52,7 +53,15 @@ class _Loc:
     """Where a chunk's bytes are stored; a fragment's block is known once it is full."""
 
     block: int
-    offset: int
+    offset: int  # bytes into the block
+    hash: int = 0  # the chunk's first page hash, counted from the block's first
+
+
+@dataclass(frozen=True)
+class _Holes:
+    """A run of chunks that are all hole: nothing stored, one chunk map entry each."""
+
+    count: int
 
 
 @dataclass
@@ -64,7 +73,7 @@ class _Node:
     nlink: int = 1
     entries: list[tuple[bytes, int]] = field(default_factory=list)
     target: bytes = b""
-    chunks: list[_Loc] = field(default_factory=list)
+    chunks: list[_Loc | _Holes] = field(default_factory=list)
     digest: bytes = bytes(32)
 
 
@@ -152,9 +161,55 @@ class _Piece(NamedTuple):
     tail_key: bytes  # identifies the tail's contents, for deduplication
     tail_hashes: bytes  # the tail's page hashes
     digest: bytes  # the file's fs-verity digest, when the piece is the whole file
+    holes: int = 0  # a piece that is a run of hole chunks: how many (nothing else is set)
+    hole_pages: int = 0
 
 
-def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _Piece:
+def _hole_chunks(start: int, length: int, cs: int) -> _Piece:
+    return _Piece(b"", [], b"", b"", b"", b"", -(-length // cs), fmt.pages_of(length))
+
+
+def _data_runs(path: bytes, size: int, cs: int) -> list[tuple[bool, int, int]]:
+    """(hole, first chunk, chunks) runs covering the file's chunks, found with
+    SEEK_DATA / SEEK_HOLE: a chunk is a hole when no byte of it is data. A file system
+    that cannot tell (or a file that is not sparse) gives one data run."""
+    nchunks = -(-size // cs)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise BuildError(f"{show(path)}: {err.strerror}") from None
+    runs: list[tuple[bool, int, int]] = []
+    try:
+        c = 0
+        while c < nchunks:
+            try:
+                data = os.lseek(fd, c * cs, os.SEEK_DATA)
+            except OSError as err:
+                if err.errno != errno.ENXIO:  # ENXIO: no data after this
+                    runs.append((False, c, nchunks - c))
+                    break
+                data = size
+            holes = (nchunks if data >= size else data // cs) - c
+            if holes > 0:
+                runs.append((True, c, holes))
+                c += holes
+            if c >= nchunks:
+                break
+            end = os.lseek(fd, data, os.SEEK_HOLE)
+            n = max(min(-(-end // cs), nchunks) - c, 1)
+            runs.append((False, c, n))
+            c += n
+    except OSError as err:
+        raise BuildError(f"{show(path)}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+    return runs
+
+
+def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool,
+                hole: bool = False) -> _Piece:
+    if hole:
+        return _hole_chunks(start, length, cs)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -196,7 +251,7 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool) -> _P
     return _Piece(level0, chunks, tail, key, tail_hashes, b"")
 
 
-def _read_batch(items: list[tuple[bytes, int, int, int, bool]]) -> list[_Piece]:
+def _read_batch(items: list[tuple[bytes, int, int, int, bool, bool]]) -> list[_Piece]:
     return [_read_piece(*item) for item in items]
 
 
@@ -234,6 +289,7 @@ class _Writer:
         self.fragment = bytearray()
         self.fragment_locs: list[_Loc] = []
         self.fragment_hashes: list[bytes] = []
+        self.fragment_nhashes = 0
         self.count = 0
 
     def chunk(self, chunk: _Chunk) -> _Loc:
@@ -247,18 +303,16 @@ class _Writer:
         loc = self.tails.get(key)
         if loc is not None:
             return loc
-        # Each tail starts on a page of the fragment, after zeros up to it: the
-        # fragment's pages are then the tails' own zero-padded last pages, so their
-        # hashes are the files' fs-verity leaves, computed once already.
-        at = -(-len(self.fragment) // fmt.PAGE) * fmt.PAGE
-        if at + len(data) > self.cs:
+        # Tails are packed byte after byte, with no padding: each keeps its own page
+        # hashes (its file's fs-verity leaves, the last page zero padded, computed once
+        # already), which follow each other in the fragment's page hashes.
+        if len(self.fragment) + len(data) > self.cs:
             self.close_fragment()
-            at = 0
-        self.fragment += bytes(at - len(self.fragment))
-        loc = self.tails[key] = _Loc(-1, at)
+        loc = self.tails[key] = _Loc(-1, len(self.fragment), self.fragment_nhashes)
         self.fragment += data
         self.fragment_locs.append(loc)
         self.fragment_hashes.append(hashes)
+        self.fragment_nhashes += len(hashes) // fmt.PAGE_HASH
         return loc
 
     def close_fragment(self) -> None:
@@ -272,6 +326,7 @@ class _Writer:
         self.fragment = bytearray()
         self.fragment_locs = []
         self.fragment_hashes = []
+        self.fragment_nhashes = 0
 
     def _new_block(self, hashes: bytes, item: Future | tuple) -> int:
         block = self.count
@@ -302,17 +357,32 @@ def _compress_fragment(data: bytes, hashes: bytes) -> tuple[bytes, int, bytes]:
     return stored, len(data), digest
 
 
+def _pieces(node: _Node, cs: int):
+    """(start, length, last, hole) of each piece of the file, in order: its data cut
+    into pieces, each run of hole chunks one piece that is never read. Only a file with
+    fewer blocks allocated than its size needs is looked at for holes."""
+    size = node.st.st_size
+    piece = max(PIECE, cs)
+    sparse = node.st.st_blocks * 512 < size
+    runs = _data_runs(node.path, size, cs) if sparse else [(False, 0, -(-size // cs))]
+    for hole, first, count in runs:
+        start, end = first * cs, min((first + count) * cs, size)
+        if hole:
+            yield start, end - start, end >= size, True
+            continue
+        for at in range(start, end, piece):
+            length = min(piece, end - at)
+            yield at, length, at + length >= size, False
+
+
 def _batches(files: list[_Node], cs: int):
     """(node, length, last) of each piece, and the batch of pieces for one worker task."""
-    piece = max(PIECE, cs)
     batch, nodes, nbytes = [], [], 0
     for node in files:
-        size = node.st.st_size
-        for start in range(0, size, piece):
-            length, last = min(piece, size - start), start + piece >= size
-            batch.append((node.path, start, length, cs, last))
+        for start, length, last, hole in _pieces(node, cs):
+            batch.append((node.path, start, length, cs, last, hole))
             nodes.append((node, length, last))
-            nbytes += length
+            nbytes += 0 if hole else length
             if nbytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
                 yield nodes, batch, nbytes
                 batch, nodes, nbytes = [], [], 0
@@ -329,7 +399,7 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
     # queued first, do not hold them up.
     with _executor(jobs) as pool, ThreadPoolExecutor(max_workers=1) as fragments:
         writer = _Writer(out, fragments, cs)
-        level0: list[bytes] = []
+        level0: list[verity.Run] = []  # of the file being consumed, piece by piece
         window: deque[tuple[list, int, Future]] = deque()
         inflight = 0
 
@@ -342,12 +412,19 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
                     node.chunks.append(writer.chunk(chunk))
                 if piece.tail:
                     node.chunks.append(writer.tail(piece.tail, piece.tail_key, piece.tail_hashes))
+                if piece.holes:
+                    node.chunks.append(_Holes(piece.holes))
+                    level0.append((verity.ZERO_PAGE_HASH, piece.hole_pages))
                 if piece.digest:
                     node.digest = piece.digest
                 else:
-                    level0.append(piece.level0)
+                    if not piece.holes:
+                        level0.append(piece.level0)
                     if last:
-                        node.digest = verity.digest_from_level0(b"".join(level0), node.st.st_size)
+                        if all(isinstance(run, bytes) for run in level0):
+                            node.digest = verity.digest_from_level0(b"".join(level0), node.st.st_size)
+                        else:  # zero subtrees hashed once per level, not once per page
+                            node.digest = verity.digest_from_runs(level0, node.st.st_size)
                         level0.clear()
                 advance(length, 1 if last else 0)
 
@@ -369,7 +446,13 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
 
 
 def _tables(nodes: list[_Node], writer: _Writer) -> dict[str, bytes]:
-    inodes, dirents, chunkmap, strings = [], [], [], bytearray()
+    block_hash, first_hash = [], 0  # block -> index of its first page hash
+    for hashes in writer.page_hashes:
+        block_hash.append(first_hash)
+        first_hash += len(hashes) // fmt.PAGE_HASH
+    inodes, dirents, strings = [], [], bytearray()
+    chunkmap: list[bytes] = []
+    nchunks = 0
     for node in nodes:
         st = node.st
         if node.kind == fmt.KIND_DIR:
@@ -378,8 +461,15 @@ def _tables(nodes: list[_Node], writer: _Writer) -> dict[str, bytes]:
                 dirents.append(fmt.DIRENT.pack(len(strings), len(name), ino))
                 strings += name
         elif node.kind == fmt.KIND_FILE:
-            first, count, size = len(chunkmap), len(node.chunks), st.st_size
-            chunkmap.extend(fmt.CHUNKMAP.pack(loc.block, loc.offset) for loc in node.chunks)
+            first, size = nchunks, st.st_size
+            for loc in node.chunks:
+                if isinstance(loc, _Holes):
+                    chunkmap.append(fmt.HOLE_ENTRY * loc.count)
+                else:
+                    chunkmap.append(fmt.CHUNKMAP.pack(loc.block, loc.offset,
+                                                      block_hash[loc.block] + loc.hash))
+            count = sum(loc.count if isinstance(loc, _Holes) else 1 for loc in node.chunks)
+            nchunks += count
         else:
             first, count, size = len(strings), len(node.target), len(node.target)
             strings += node.target

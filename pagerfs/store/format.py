@@ -2,6 +2,9 @@
 
     [header][data: stored blocks ...][inodes][dirents][chunk map][blocks][page hashes][strings]
 
+Version 4 packs small files' tails into fragments byte after byte (a chunk's page
+hashes are its own, found through its chunk map entry), and stores holes as nothing.
+
 All integers are little endian. The header is written last, once every table's
 offset, length and SHA-256 is known; its own SHA-256 closes it.
 """
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 
 MAGIC = b"PAGERFS\0"
-VERSION = 3
+VERSION = 4
 PAGE = 4096
 MIN_CHUNK_SHIFT = 12  # one page
 MAX_CHUNK_SHIFT = 22  # 4 MiB: keeps every allocation of a reader small
@@ -35,16 +38,19 @@ HEADER_SIZE = FIXED.size + len(TABLE_NAMES) * TABLE.size + 32
 # target in the strings table (count = size).
 INODE = struct.Struct("<BxxxIIIIqQQI32s")
 DIRENT = struct.Struct("<QII")  # name offset in strings, name length, inode
-# block, offset of this chunk's bytes in the block (a multiple of PAGE, so that the
-# chunk's pages are the block's pages)
-CHUNKMAP = struct.Struct("<II")
+# block, byte offset of this chunk's bytes in the block, index in the page hash table
+# of the chunk's first page hash (its ceil(length / PAGE) hashes follow). A chunk that
+# is all hole has block HOLE, offset 0, index 0: nothing is stored for it.
+CHUNKMAP = struct.Struct("<III")
+HOLE = 0xFFFFFFFF
+HOLE_ENTRY = CHUNKMAP.pack(HOLE, 0, 0)
 # offset in image, stored length, uncompressed length, index of the block's first page
-# hash in the page hash table (its ceil(length / PAGE) hashes follow, block by block),
+# hash in the page hash table (the block's hashes run up to the next block's first),
 # block digest: SHA-256 of the block's uncompressed bytes followed by its page hashes
 # (see block_digest)
 BLOCK = struct.Struct("<QIIQ32s")
-# SHA-256 of one 4 KiB page of a block's uncompressed bytes, the last page zero padded:
-# the fs-verity leaf hash of the file page it holds
+# SHA-256 of one 4 KiB page of a chunk, the last page zero padded: the fs-verity leaf
+# hash of the file page it holds
 PAGE_HASH = 32
 
 RECORD_SIZES = {

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Callable
 
 from pagerfs.store import format as fmt
+from pagerfs.store import verity
 from pagerfs.store.codec import native
 from pagerfs.store.errors import FormatError, IntegrityError, StoreIOError, show
 
@@ -53,6 +54,7 @@ class Inode:
     mtime_ns: int
     size: int
     nlink: int
+    allocated: int = 0  # bytes of data stored (a file's size less its holes): st_blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class ChunkPages:
     first_page: int
     verified: range  # file pages checked
     bad: frozenset[int]  # file pages of `verified` whose hash did not match
+    hole: bool = False  # all zeros, nothing stored: a pager may supply zero pages as they are
 
     def good(self) -> list[int]:
         """The verified pages that passed, in order."""
@@ -133,8 +136,12 @@ class Image:
         self.chunk_size = header.chunk_size
         self._pages_per_chunk = self.chunk_size // fmt.PAGE
         self._inodes = list(fmt.INODE.iter_unpack(tables["inodes"]))
-        self._chunkmap = list(fmt.CHUNKMAP.iter_unpack(tables["chunkmap"]))
+        # Raw, unpacked on use: a 1 TiB sparse file has 8 million entries, all holes.
+        self._chunkmap = tables["chunkmap"]
+        self._chunks = len(self._chunkmap) // fmt.CHUNKMAP.size
         self._blocks = list(fmt.BLOCK.iter_unpack(tables["blocks"]))
+        self._hash_end: list[int] = []  # block -> end of its page hashes in the table
+        self._allocated: dict[int, int] = {}  # ino -> bytes of data, for files with holes
         self._page_hashes = tables["pagehashes"]
         self._strings = tables["strings"]
         self._children: dict[int, dict[bytes, int]] = {}
@@ -178,18 +185,23 @@ class Image:
         if len(self._blocks) != h.block_count:
             raise self._bad("block count")
         cs = self.chunk_size
-        hashes = 0
+        total = len(self._page_hashes) // fmt.PAGE_HASH
+        starts = [rec[3] for rec in self._blocks]
+        ends = starts[1:] + [total]
+        if starts and starts[0] != 0:
+            raise self._bad("block 0: page hashes out of place")
         for b, (off, slen, ulen, first_hash, _digest) in enumerate(self._blocks):
             if not (h.data_offset <= off and off + slen <= h.data_end
                     and 1 <= ulen <= cs and 1 <= slen <= ulen):
                 raise self._bad(f"block at {off} out of bounds")
             # Blocks' page hashes follow each other in block order, so every block's
-            # range lies inside the table and no two overlap.
-            if first_hash != hashes:
+            # range lies inside the table and no two overlap; a block has at least a
+            # hash per page (a fragment one per page of each of its tails).
+            if not first_hash + fmt.pages_of(ulen) <= ends[b] <= total:
                 raise self._bad(f"block {b}: page hashes out of place")
-            hashes += fmt.pages_of(ulen)
-        if hashes * fmt.PAGE_HASH != len(self._page_hashes):
+        if not starts and total:
             raise self._bad("page hash count does not match the blocks")
+        self._hash_end = ends
         nblocks = len(self._blocks)
         nstrings = len(self._strings)
         for i, (kind, mode, _uid, _gid, _nl, _mt, size, first, count, _d) in enumerate(self._inodes):
@@ -199,14 +211,9 @@ class Image:
                 if first + count > len(dirents):
                     raise self._bad(f"inode {i + 1}: entries out of bounds")
             elif kind == fmt.KIND_FILE:
-                if count != -(-size // cs) or first + count > len(self._chunkmap):
+                if count != -(-size // cs) or first + count > self._chunks:
                     raise self._bad(f"inode {i + 1}: chunk map out of bounds")
-                for j in range(count):
-                    block, boff = self._chunkmap[first + j]
-                    length = min(cs, size - j * cs)
-                    if (block >= nblocks or boff % fmt.PAGE
-                            or boff + length > self._blocks[block][2]):
-                        raise self._bad(f"inode {i + 1}: chunk {j} out of bounds")
+                self._check_chunks(i + 1, size, first, count, nblocks)
             else:
                 target = self._strings[first : first + count]
                 if not (1 <= size <= _SYMLINK_MAX and count == size == len(target)
@@ -215,6 +222,47 @@ class Image:
         if self._inodes[0][0] != fmt.KIND_DIR:
             raise self._bad("root is not a directory")
         self._walk_tree(dirents, nstrings)
+
+    def _check_chunks(self, ino: int, size: int, first: int, count: int, nblocks: int) -> None:
+        """Every chunk map entry of the file inside its block and its block's page
+        hashes; a run of holes is skipped at the speed of a memory compare."""
+        cs, cm, esize = self.chunk_size, self._chunkmap, fmt.CHUNKMAP.size
+        holes = 0
+        j = 0
+        while j < count:
+            block, boff, first_hash = fmt.CHUNKMAP.unpack_from(cm, (first + j) * esize)
+            if block == fmt.HOLE:
+                run = self._hole_run(first + j, count - j)
+                if not run:
+                    raise self._bad(f"inode {ino}: chunk {j} out of bounds")
+                holes += min((j + run) * cs, size) - j * cs
+                j += run
+                continue
+            length = min(cs, size - j * cs)
+            if (block >= nblocks or boff + length > self._blocks[block][2]
+                    or not self._blocks[block][3] <= first_hash
+                    or first_hash + fmt.pages_of(length) > self._hash_end[block]):
+                raise self._bad(f"inode {ino}: chunk {j} out of bounds")
+            j += 1
+        if holes:
+            self._allocated[ino] = size - holes
+
+    def _hole_run(self, entry: int, limit: int) -> int:
+        """How many of the `limit` entries from `entry` on are holes, found by comparing
+        ever longer spans at once."""
+        cm, esize = self._chunkmap, fmt.CHUNKMAP.size
+        n, step = 0, 1
+        while n < limit:
+            k = min(step, limit - n)
+            at = (entry + n) * esize
+            if cm[at : at + k * esize] != fmt.HOLE_ENTRY * k:
+                if k == 1:
+                    return n
+                step = 1  # the run ends within these k: go on one by one, then faster
+                continue
+            n += k
+            step *= 2
+        return n
 
     def _walk_tree(self, dirents: list[tuple[int, int, int]], nstrings: int) -> None:
         """Check the tree is a tree: every inode reachable, directories linked once."""
@@ -279,7 +327,8 @@ class Image:
 
     def stat(self, ino: int) -> Inode:
         kind, mode, uid, gid, nlink, mtime_ns, size, _, _, _ = self._record(ino)
-        return Inode(ino, _KIND[kind], mode, uid, gid, mtime_ns, size, nlink)
+        return Inode(ino, _KIND[kind], mode, uid, gid, mtime_ns, size, nlink,
+                     self._allocated.get(ino, size))
 
     def lookup(self, parent_ino: int, name: bytes) -> int | None:
         self._record(parent_ino)
@@ -410,16 +459,18 @@ class Image:
         size, first, count = self._file(ino)
         if not 0 <= index < count:
             raise IndexError(f"chunk {index} of a file with {count} chunks")
-        block, offset = self._chunkmap[first + index]
+        block, offset, first_hash = fmt.CHUNKMAP.unpack_from(
+            self._chunkmap, (first + index) * fmt.CHUNKMAP.size)
         length = min(self.chunk_size, size - index * self.chunk_size)
         chunk_first = index * self._pages_per_chunk
         chunk_end = chunk_first + fmt.pages_of(length)
-        shared = offset != 0 or length != self._blocks[block][2]
-        cached = shared and tamper is None and self._cache_size
         lo = max(first_page, chunk_first)
         hi = max(lo, min(first_page + npages, chunk_end))
-        at = offset // fmt.PAGE - chunk_first  # block page of file page p is p + at
-        check = self._check_of(block, lo + at, hi - lo)
+        if block == fmt.HOLE:
+            return self._hole(ino, length, chunk_first, lo, hi, tamper)
+        shared = offset != 0 or length != self._blocks[block][2]
+        cached = shared and tamper is None and self._cache_size
+        check = self._check_of(block, offset, length, first_hash, lo - chunk_first, hi - lo)
         data = None
         if cached:
             with self._cache_lock:
@@ -442,21 +493,45 @@ class Image:
         return ChunkPages(data[offset : offset + length] if shared else data, chunk_first,
                           range(lo, hi), frozenset(lo + i for i in bad))
 
-    def _check_of(self, block: int, first: int, n: int) -> tuple:
-        """(digest, page hashes, regions) that verify block pages [first, first + n).
+    def _hole(self, ino: int, length: int, chunk_first: int, lo: int, hi: int,
+              tamper: Tamper | None) -> ChunkPages:
+        """A chunk that is all hole: zeros, with nothing stored to read or verify. With a
+        tamper hook (fault injection) it is checked as if stored raw, so that damage
+        to it is found by the same page hashes (the zero page's) as any other."""
+        data = bytes(length)
+        if tamper is None:
+            return ChunkPages(data, chunk_first, range(lo, hi), frozenset(), hole=True)
+        got = tamper(data)
+        if len(got) != length:
+            raise IntegrityError(self.path_of(ino), chunk_first, chunk_first + fmt.pages_of(length) - 1,
+                                 "wrong uncompressed length")
+        start = (lo - chunk_first) * fmt.PAGE
+        regions = [(start, min((hi - lo) * fmt.PAGE, length - start))] if hi > lo else []
+        bad = self._codec.check_pages(got, None, verity.ZERO_PAGE_HASH * (hi - lo), regions)
+        return ChunkPages(got, chunk_first, range(lo, hi), frozenset(lo + i for i in bad))
 
-        All of a block's pages are verified with one hash against the block digest (the
-        codec hashes page by page only if that fails, to find which); fewer, page by page
-        against their own hashes. The codec reports bad pages counted from `first`.
+    def _check_of(self, block: int, offset: int, length: int, first_hash: int, first: int,
+                  n: int) -> tuple:
+        """(digest, page hashes, regions) that verify pages [first, first + n) of the
+        chunk of `length` bytes at `offset` in the block, whose page hashes start at
+        `first_hash`.
+
+        A chunk that is all of its block (a full chunk, or a tail alone in its fragment)
+        and all of whose pages are asked for is verified with one hash against the block
+        digest (the codec hashes page by page only if that fails, to find which); fewer
+        pages, page by page against their own hashes, the chunk's last page zero padded
+        (so a tail packed anywhere in a fragment checks against its file's own leaves).
+        The codec reports bad pages counted from `first`.
         """
-        _, _, length, first_hash, digest = self._blocks[block]
+        _, _, blen, block_hash, digest = self._blocks[block]
         n = max(n, 0)
         base = (first_hash + first) * fmt.PAGE_HASH
         want = self._page_hashes[base : base + n * fmt.PAGE_HASH]
-        if first == 0 and n == fmt.pages_of(length):
+        if (offset == 0 and length == blen and first == 0 and n == fmt.pages_of(length)
+                and first_hash == block_hash and first_hash + n == self._hash_end[block]):
             return digest, want, None
         start = first * fmt.PAGE
-        return None, want, [(start, min(n * fmt.PAGE, length - start))] if n else []
+        return None, want, [(offset + start, min(n * fmt.PAGE, length - start))] if n else []
 
     def _load_block(self, block: int, check: tuple, tamper: Tamper | None = None,
                     ) -> tuple[bytes, list[int]]:
@@ -478,15 +553,53 @@ class Image:
         except codec.DecodeError as err:
             raise _BlockFailure(IntegrityError, str(err)) from None
 
-    def _check_block(self, block: int) -> tuple[type, frozenset[int]] | None:
-        """For the scrub: None if every page of the block verifies, else the error and
-        the bad pages of the block (all of them when it cannot be read or decoded)."""
-        npages = fmt.pages_of(self._blocks[block][2])
+    def is_hole(self, ino: int, index: int) -> bool:
+        """Whether chunk `index` of the file is all hole (zeros, nothing stored)."""
+        return self._chunk_entry(ino, index)[0] == fmt.HOLE
+
+    def _chunk_entry(self, ino: int, index: int) -> tuple[int, int, int, int]:
+        """(block, offset, first page hash, length) of chunk `index` of the file."""
+        size, first, count = self._file(ino)
+        if not 0 <= index < count:
+            raise IndexError(f"chunk {index} of a file with {count} chunks")
+        block, offset, first_hash = fmt.CHUNKMAP.unpack_from(
+            self._chunkmap, (first + index) * fmt.CHUNKMAP.size)
+        return block, offset, first_hash, min(self.chunk_size, size - index * self.chunk_size)
+
+    def _check_block(self, block: int, chunks: list[tuple[int, int]],
+                     ) -> list[tuple[int, type, frozenset[int]]]:
+        """For the scrub: [(ino, error, bad file pages)] of the `chunks` (ino, index)
+        stored in the block; empty when the block matches its digest. A block that
+        cannot be read or decoded damages every page of every chunk in it; one that
+        decodes but fails its digest, the pages of each chunk whose hashes fail (and if
+        none do, the metadata contradicts itself: all of them)."""
+        _, _, _, first_hash, digest = self._blocks[block]
         try:
-            _, bad = self._load_block(block, self._check_of(block, 0, npages))
+            data, _ = self._load_block(block, (None, b"", []))
         except _BlockFailure as fail:
-            return fail.error, frozenset(range(npages))
-        return (IntegrityError, frozenset(bad)) if bad else None
+            return [(ino, fail.error, frozenset(range(*self._pages_of_chunk(ino, index))))
+                    for ino, index in chunks]
+        hashes = self._page_hashes[first_hash * fmt.PAGE_HASH : self._hash_end[block] * fmt.PAGE_HASH]
+        if self._codec.block_digest(data, hashes) == digest:
+            return []
+        damaged = []
+        for ino, index in chunks:
+            _, offset, chunk_hash, length = self._chunk_entry(ino, index)
+            first, end = self._pages_of_chunk(ino, index)
+            check = self._check_of(block, offset, length, chunk_hash, 0, end - first)
+            if check[0] is not None:  # the digest failed already: page by page
+                check = (None, check[1], [(offset, length)])
+            bad = self._codec.check_pages(data, *check)
+            if bad:
+                damaged.append((ino, IntegrityError, frozenset(first + p for p in bad)))
+        if not damaged:
+            damaged = [(ino, IntegrityError, frozenset(range(*self._pages_of_chunk(ino, index))))
+                       for ino, index in chunks]
+        return damaged
+
+    def _pages_of_chunk(self, ino: int, index: int) -> tuple[int, int]:
+        first, n = self.chunk_pages(ino, index)
+        return first, first + n
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1

@@ -1,12 +1,12 @@
 """The scrub (`pagerfs verify`) and offline corruption (`pagerfs corrupt`).
 
-Both work per stored block and translate a damaged block's bad pages into the pages
-of every file that uses them: a block can hold chunks of several files (fragments,
-identical chunks stored once), and corruption damages all of them. Each block is
-checked with one hash call against its block digest (blocks are checked on `jobs`
-threads, and hashlib releases the GIL during the call); only a block that fails it is
-hashed page by page, to find its damaged pages: when it still decompresses, only the
-pages whose hashes fail are damaged; when it does not, all of its pages are.
+Both work per stored block and name the damaged pages of every file that uses it: a
+block can hold chunks of several files (fragments, identical chunks stored once), and
+corruption damages all of them. Each block is checked with one hash against its block
+digest (blocks are checked on `jobs` threads; the codec holds no GIL); only a block
+that fails it has each of its chunks checked page by page against the chunk's own
+page hashes: when it still decompresses, only the pages whose hashes fail are
+damaged; when it does not, every page of every chunk in it is.
 """
 
 from __future__ import annotations
@@ -44,39 +44,37 @@ class ScrubReport:
     bytes_checked: int  # uncompressed
 
 
-def _users(img: Image) -> dict[int, list[tuple[int, int, int]]]:
-    """block -> [(ino, chunk index, chunk offset in the block)] for every file chunk."""
-    users: dict[int, list[tuple[int, int, int]]] = {}
+Chunk = tuple[int, int]  # (ino, chunk index)
+Found = tuple[int, type, frozenset[int]]  # (ino, error, bad file pages)
+
+
+def _users(img: Image) -> dict[int, list[Chunk]]:
+    """block -> [(ino, chunk index)] for every stored file chunk (holes store nothing)."""
+    users: dict[int, list[Chunk]] = {}
+    esize = fmt.CHUNKMAP.size
     for i, rec in enumerate(img._inodes):
         if rec[0] != fmt.KIND_FILE:
             continue
         first, count = rec[7], rec[8]
-        for j in range(count):
-            block, offset = img._chunkmap[first + j]
-            users.setdefault(block, []).append((i + 1, j, offset))
+        j = 0
+        while j < count:
+            block = fmt.CHUNKMAP.unpack_from(img._chunkmap, (first + j) * esize)[0]
+            if block == fmt.HOLE:
+                j += img._hole_run(first + j, count - j)
+                continue
+            users.setdefault(block, []).append((i + 1, j))
+            j += 1
     return users
 
 
-BlockDamage = tuple[str, frozenset[int]]  # code, bad pages of the block
-
-
-def damage_of(img: Image, bad: dict[int, BlockDamage],
-              users: dict[int, list[tuple[int, int, int]]] | None = None) -> list[Damage]:
-    """The damaged page ranges, per file, of the blocks in `bad`.
-
-    A block's bad pages are translated into the file pages of every chunk stored in
-    them: page-precise when the block decompressed and only some page hashes failed.
-    """
-    users = _users(img) if users is None else users
+def damage_of(img: Image, found: list[Found]) -> list[Damage]:
+    """The damaged page ranges, per file, one Damage per run of pages with one code."""
     hit: dict[int, dict[int, str]] = {}  # ino -> file page -> code
-    for block, (code, pages) in bad.items():
-        for ino, index, offset in users.get(block, ()):
-            first, npages = img.chunk_pages(ino, index)
-            at = offset // fmt.PAGE
-            pages_of_file = hit.setdefault(ino, {})
-            for bp in pages:
-                if at <= bp < at + npages:
-                    pages_of_file[first + bp - at] = code
+    for ino, error, pages in found:
+        code = IntegrityError.code if error is IntegrityError else "IO"
+        of_file = hit.setdefault(ino, {})
+        for page in pages:
+            of_file[page] = code
     damage = []
     for ino in sorted(hit):
         if not hit[ino]:
@@ -94,14 +92,6 @@ def damage_of(img: Image, bad: dict[int, BlockDamage],
     return damage
 
 
-def _check(img: Image, block: int) -> BlockDamage | None:
-    found = img._check_block(block)
-    if found is None:
-        return None
-    error, pages = found
-    return (IntegrityError.code if error is IntegrityError else "IO"), pages
-
-
 def scrub(img: Image, jobs: int = 2, start: Callable[[int], None] = lambda total: None,
           advance: Callable[[int], None] = lambda n: None) -> ScrubReport:
     """Check every stored block that a file uses (metadata was checked at open).
@@ -112,16 +102,15 @@ def scrub(img: Image, jobs: int = 2, start: Callable[[int], None] = lambda total
     # In image order, so that the scrub reads the image sequentially.
     order = sorted(users, key=lambda b: img._blocks[b][0])
     start(sum(img._blocks[b][2] for b in order))
-    bad: dict[int, BlockDamage] = {}
+    found: list[Found] = []
     total = 0
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for block, code in zip(order, pool.map(lambda b: _check(img, b), order)):
+        for block, hits in zip(order, pool.map(lambda b: img._check_block(b, users[b]), order)):
             length = img._blocks[block][2]
             total += length
             advance(length)
-            if code:
-                bad[block] = code
-    return ScrubReport(damage_of(img, bad, users), len(order), total)
+            found += hits
+    return ScrubReport(damage_of(img, found), len(order), total)
 
 
 def corrupt(image_path: str | bytes, path: str | bytes, page: int, seed: int = 0) -> list[Damage]:
@@ -137,19 +126,23 @@ def corrupt(image_path: str | bytes, path: str | bytes, page: int, seed: int = 0
     rng = random.Random(seed)
     with Image.open(image_path) as img:
         ino = img.resolve(path)
-        size, first, count = img._file(ino)
+        size, _, _ = img._file(ino)
         npages = -(-size // fmt.PAGE)
         if not 0 <= page < npages:
             raise ValueError(f"{show(img.path_of(ino))} has {npages} pages; no page {page}")
         index = page // (img.chunk_size // fmt.PAGE)
-        block, chunk_offset = img._chunkmap[first + index]
+        block, chunk_offset, _, _ = img._chunk_entry(ino, index)
+        if block == fmt.HOLE:
+            raise ValueError(f"page {page} of {show(img.path_of(ino))} is in a hole: nothing is stored for it")
         offset, stored, length, _, _ = img._blocks[block]
-        target = chunk_offset // fmt.PAGE + page - img.chunk_pages(ino, index)[0]
+        # The page's bytes in the block (tails sit anywhere in their fragment).
+        start = chunk_offset + (page - img.chunk_pages(ino, index)[0]) * fmt.PAGE
+        end = min(start + fmt.PAGE, chunk_offset + img._chunk_entry(ino, index)[3])
         if stored == length:  # raw: the page's stored bytes are the page's bytes
-            lo, hi = target * fmt.PAGE, min((target + 1) * fmt.PAGE, length)
+            lo, hi = start, end
         else:  # lz4: aim where the page's bytes roughly are first, then anywhere
-            nblock = fmt.pages_of(length)
-            lo, hi = stored * target // nblock, max(stored * (target + 1) // nblock, 1)
+            lo, hi = stored * start // length, max(stored * end // length, stored * start // length + 1)
+        chunks = _users(img)[block]
         fd = os.open(image_path, os.O_RDWR | os.O_CLOEXEC)
         try:
             for attempt in range(256):
@@ -158,11 +151,11 @@ def corrupt(image_path: str | bytes, path: str | bytes, page: int, seed: int = 0
                 at = offset + lo + rng.randrange(max(hi - lo, 1))
                 old = os.pread(fd, 1, at)
                 os.pwrite(fd, bytes([old[0] ^ rng.randrange(1, 256)]), at)
-                found = _check(img, block)
-                if found and target in found[1]:
+                found = img._check_block(block, chunks)
+                if any(i == ino and page in pages for i, _, pages in found):
                     break
             else:
                 raise FormatError(f"could not damage page {page}")
         finally:
             os.close(fd)
-        return damage_of(img, {block: found})
+        return damage_of(img, found)

@@ -182,3 +182,25 @@ def test_stat_tool_agrees_with_the_source(mnt, tree, helpers):
                 for line in lines]
 
     assert stats(mnt.path) == stats(tree)
+
+
+def test_a_sparse_file_reads_its_holes_as_zeros_and_counts_only_its_data(tmp_path, helpers):
+    src = tmp_path / "src"
+    src.mkdir()
+    size, at = 48 << 20, (30 << 20) + 7
+    with open(src / "sparse", "wb") as f:
+        f.truncate(size)
+        f.seek(at)
+        f.write(b"data in the middle")
+    if os.stat(src / "sparse").st_blocks * 512 >= size:
+        pytest.skip(f"{tmp_path} does not keep holes")
+    image = helpers.build_image(src, tmp_path / "s.img")
+    with helpers.mounted(image, tmp_path / "mnt") as mount:
+        path = mount.path / "sparse"
+        st = os.stat(path)
+        # st_blocks tells what is stored: the one chunk with data, not 48 MiB.
+        assert (st.st_size, st.st_blocks * 512) == (size, helpers.CHUNK)
+        helpers.run("cmp", src / "sparse", path)
+        with open(path, "rb") as f:
+            f.seek(at)
+            assert f.read(18) == b"data in the middle"

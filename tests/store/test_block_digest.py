@@ -1,4 +1,4 @@
-"""Format 3's block digest: what it is, when readers use it (a whole block: one hash
+"""The block digest (formats 3 and 4): what it is, when readers use it (a whole block: one hash
 call), and what they do when it contradicts the page hashes."""
 
 from __future__ import annotations
@@ -48,13 +48,16 @@ def test_block_digest_is_sha256_of_the_bytes_then_the_page_hashes(pristine):
     assert len(blocks) == 56 * header.block_count  # 24 bytes of v2 + the 32-byte digest
     h = header.tables["pagehashes"]
     hashes = raw[h.offset : h.offset + h.length]
-    for b in range(header.block_count):
-        off, stored, length, first_hash, digest = fmt.BLOCK.unpack_from(blocks, b * 56)
+    records = [fmt.BLOCK.unpack_from(blocks, b * 56) for b in range(header.block_count)]
+    ends = [rec[3] for rec in records[1:]] + [len(hashes) // 32]
+    for b, (off, stored, length, first_hash, digest) in enumerate(records):
         data = raw[off : off + stored]
         if stored < length:
             data = lz4.block.decompress(data, uncompressed_size=length)
-        npages = -(-length // 4096)
-        own = hashes[first_hash * 32 : (first_hash + npages) * 32]
+        # A block's page hashes run up to the next block's: for a fragment, each of its
+        # tails' own, one per page of each tail.
+        own = hashes[first_hash * 32 : ends[b] * 32]
+        assert len(own) >= -(-length // 4096) * 32
         assert digest == hashlib.sha256(data + own).digest(), b
 
 
@@ -103,20 +106,22 @@ def test_a_whole_chunk_is_verified_with_one_hash_call(pristine, tree, hash_calls
             img.read_chunk(big, 2, tamper=flip_at(4096 + 7))
         assert caught.value.pages == {9}
         assert hash_calls == [CHUNK] + [4096] * PPC
-        # A tail in a shared fragment is part of its block: page hashes only...
+        # A tail in a shared fragment is part of its block: page hashes only, its last
+        # page zero padded, wherever in the fragment it starts...
         small = img.resolve("small-a")
-        block, offset = img._chunkmap[img._inodes[small - 1][7]]
-        assert offset > 0  # after the tail of "big"
+        _, offset, _, _ = img._chunk_entry(small, 0)
+        assert offset == 2 * 4096 + 10  # right after the tail of "big", no padding
         hash_calls.clear()
         assert img.read_chunk(small, 0) == (tree / "small-a").read_bytes()
         assert hash_calls == [4096]
-        # ...but one that fills its fragment (the next tail did not fit) is all of it.
-        alone = img.resolve("small-b")
-        block, offset = img._chunkmap[img._inodes[alone - 1][7]]
-        assert offset == 0 and img._blocks[block][2] == 5000
+        # ...but one alone in its fragment (the last, "text"'s: it did not fit) is all of it.
+        text = img.resolve("text")
+        index = img.chunk_range(text, 0, 1 << 30)[-1]
+        block, offset, _, length = img._chunk_entry(text, index)
+        assert offset == 0 and img._blocks[block][2] == length < CHUNK
         hash_calls.clear()
-        assert img.read_chunk(alone, 0) == (tree / "small-b").read_bytes()
-        assert hash_calls == [5000]
+        assert img.read_chunk(text, index) == (tree / "text").read_bytes()[index * CHUNK :]
+        assert hash_calls == [length]
 
 
 def test_scrub_hashes_each_block_once(pristine, hash_calls):
@@ -144,7 +149,7 @@ def test_forged_digest_of_a_full_chunk_fails_whole_reads_of_it_not_partial_ones(
     source = (tree / "big").read_bytes()
     with Image.open(image) as img:
         big = img.resolve("big")
-        block, offset = img._chunkmap[img._inodes[big - 1][7] + 2]
+        block, offset, _, _ = img._chunk_entry(big, 2)
         assert offset == 0 and img._blocks[block][2] == CHUNK
     _forge_digest(image, forge, block)
     with Image.open(image) as img:
@@ -169,12 +174,12 @@ def test_forged_digest_of_a_fragment_is_seen_by_verify_only(image, tree, forge, 
     # digest; verify checks whole blocks and reports every page the fragment holds.
     with Image.open(image) as img:
         small = img.resolve("small-a")
-        block = img._chunkmap[img._inodes[small - 1][7]][0]
+        block = img._chunk_entry(small, 0)[0]
         held: dict[bytes, list[int]] = {}
         for ino in range(2, img.inode_count + 1):
             _, _, _, _, _, _, size, first, count, _ = img._inodes[ino - 1]
             for index in range(count):
-                if img._chunkmap[first + index][0] == block:
+                if img._chunk_entry(ino, index)[0] == block:
                     first_page, npages = img.chunk_pages(ino, index)
                     held[img.path_of(ino)] = [first_page, first_page + npages - 1]
         assert len(held) >= 2  # a shared fragment

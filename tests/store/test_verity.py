@@ -60,11 +60,30 @@ def test_page_hashes_are_the_files_fsverity_leaves(tmp_path):
             _, _, _, _, _, _, size, first, count, digest = img._inodes[ino - 1]
             leaves = []
             for index in range(count):
-                block, offset = img._chunkmap[first + index]
-                assert offset % fmt.PAGE == 0, (name, index)
+                _, _, first_hash, _ = img._chunk_entry(ino, index)
                 npages = img.chunk_pages(ino, index)[1]
-                at = (img._blocks[block][3] + offset // fmt.PAGE) * fmt.PAGE_HASH
+                at = first_hash * fmt.PAGE_HASH
                 leaves.append(img._page_hashes[at : at + npages * fmt.PAGE_HASH])
             level0 = b"".join(leaves)
             assert level0 == block_hashes(data), name
             assert digest == digest_from_level0(level0, size) == fsverity_digest(data)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_root_hash_of_runs_equals_the_root_of_the_leaves_spelled_out(seed):
+    # Runs of one repeated hash (a hole's leaves) around and between literal hashes,
+    # across block boundaries of every level: the same root as the leaves themselves.
+    from pagerfs.store.verity import ZERO_PAGE_HASH, root_hash, root_hash_of_runs
+
+    rng = random.Random(seed)
+    runs, flat = [], b""
+    for _ in range(rng.randint(1, 6)):
+        if rng.random() < 0.5:
+            lit = rng.randbytes(32 * rng.choice([1, 127, 128, 129, 300]))
+            runs.append(lit)
+            flat += lit
+        else:
+            n = rng.choice([1, 127, 128, 129, 128 * 128 + 3, 40000])
+            runs.append((ZERO_PAGE_HASH, n))
+            flat += ZERO_PAGE_HASH * n
+    assert root_hash_of_runs(runs) == root_hash(flat)
