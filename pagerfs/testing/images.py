@@ -50,9 +50,12 @@ def _write_tree(files: dict, root: Path) -> None:
 
 def tree_digest(root: Path, chunk_size: int | None) -> str:
     """A hash of what an image of the tree holds: paths, types, modes, file bytes and
-    link targets, with the chunk size and pagerfs's version. Times and owners are not
-    part of it (an image found in the cache has those of the tree it was built from)."""
-    h = hashlib.sha256(f"pagerfs {__version__} chunk {chunk_size}\0".encode())
+    link targets, with the chunk size, pagerfs's version and its image format's (an
+    image of an older format would be refused). Times and owners are not part of it
+    (an image found in the cache has those of the tree it was built from)."""
+    from pagerfs.store.format import VERSION
+
+    h = hashlib.sha256(f"pagerfs {__version__} format {VERSION} chunk {chunk_size}\0".encode())
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):

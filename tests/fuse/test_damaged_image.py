@@ -26,9 +26,8 @@ def test_image_truncated_under_a_mount_fails_what_is_gone_and_serves_the_rest(
     source = (tree / FILE).read_bytes()
     with Image.open(copy) as img:
         ino = img.resolve(FILE)
-        first = img._inodes[ino - 1][7]
-        cut = img._blocks[img._chunkmap[first + 5][0]][0]  # where chunk 5 is stored
-        kept = [i for i in range(10) if img._blocks[img._chunkmap[first + i][0]][0] < cut]
+        cut = img._blocks[img._chunk_entry(ino, 5)[0]][0]  # where chunk 5 is stored
+        kept = [i for i in range(10) if img._blocks[img._chunk_entry(ino, i)[0]][0] < cut]
     assert kept == [0, 1, 2, 3, 4]
     with helpers.mounted(copy, tmp_path / "m") as mount:
         path = mount.path / FILE
