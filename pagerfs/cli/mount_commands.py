@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import os
+import re
 
 from pagerfs.cli import unmount
 from pagerfs.cli.common import EXIT_OK, EXIT_UNUSABLE, CommandError
@@ -17,6 +18,7 @@ from pagerfs.cli.common import EXIT_OK, EXIT_UNUSABLE, CommandError
 STATS = unmount.STATS
 FAULT = "user.pagerfs.fault"
 FAULTS = "user.pagerfs.faults"
+UNFAULT = "user.pagerfs.unfault"
 
 MOUNT_HELP = """\
 Mount options (-o, comma separated, may repeat):
@@ -56,7 +58,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--debug", action="store_true", help="log at debug level")
     p.set_defaults(run=run_mount)
 
-    p = sub.add_parser("umount", help="unmount a pagerfs mount (also one whose daemon died)")
+    p = sub.add_parser("umount", help="unmount a pagerfs mount (also one whose daemon died)",
+                       description="Unmount MOUNTPOINT and wait for its daemon to exit. A mount "
+                                   "busy only with files just closed (the kernel sends their "
+                                   "RELEASE after close() returned) is retried for up to "
+                                   f"{unmount.RELEASE_WAIT:g} s; a mount that stays busy is "
+                                   "refused, naming what holds it.")
     p.add_argument("mountpoint")
     p.add_argument("-l", "--lazy", action="store_true",
                    help="detach now even if files are open (they keep working until closed)")
@@ -67,7 +74,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the raw JSON")
     p.set_defaults(run=run_stats)
 
-    p = sub.add_parser("fault", help="add, list or clear fault rules of a file in a mount",
+    p = sub.add_parser("fault", help="add, list, remove or clear fault rules of a file in a mount",
                        description="Fault rules, as with setfattr/getfattr on "
                                    "user.pagerfs.fault(s). RULE is "
                                    "'pages=A-B error=E [count=N] [probability=P seed=S] "
@@ -80,7 +87,13 @@ def add_parsers(sub) -> None:
     a.set_defaults(run=run_fault_add)
     a = fsub.add_parser("list", help="list the file's rules")
     a.add_argument("file")
+    a.add_argument("--fired", action="store_true",
+                   help="with each rule its id and how many requests it acted on")
     a.set_defaults(run=run_fault_list)
+    a = fsub.add_parser("remove", help="remove one rule: the newest with this text, or id=N")
+    a.add_argument("file")
+    a.add_argument("rule", nargs="+", help="the rule's text, or id=N as 'list --fired' shows")
+    a.set_defaults(run=run_fault_remove)
     a = fsub.add_parser("clear", help="remove all the file's rules")
     a.add_argument("file")
     a.set_defaults(run=run_fault_clear)
@@ -215,8 +228,31 @@ def run_fault_add(args) -> int:
 def run_fault_list(args) -> int:
     _pagerfs_file(args.file)
     try:
-        print(os.getxattr(args.file, FAULTS).decode(), end="")
+        if args.fired:
+            for state in json.loads(os.getxattr(args.file, STATS)).get("rules", []):
+                print(f"id={state['id']} fired={state['fired']} {state['rule']}")
+        else:
+            print(os.getxattr(args.file, FAULTS).decode(), end="")
     except OSError as err:
+        raise _xattr_error(args.file, err, "fault") from None
+    return EXIT_OK
+
+
+def run_fault_remove(args) -> int:
+    from pagerfs.pager.faults import FaultRuleError, format_rule, parse_rule
+
+    text = " ".join(args.rule)
+    if not re.fullmatch(r"id=\d+", text):
+        try:
+            text = format_rule(parse_rule(text))
+        except FaultRuleError as err:
+            raise CommandError(f"bad rule: {err}") from None
+    _pagerfs_file(args.file)
+    try:
+        os.setxattr(args.file, UNFAULT, text.encode())
+    except OSError as err:
+        if err.errno == errno.ENODATA:
+            raise CommandError(f"{args.file}: no rule {text!r}") from None
         raise _xattr_error(args.file, err, "fault") from None
     return EXIT_OK
 

@@ -140,3 +140,21 @@ def test_umount_names_what_keeps_the_mount_busy(fresh_mount, helpers):
         done = helpers.pagerfs("umount", fresh_mount.path, check=False)
         assert done.returncode == 2 and held.read() == "hello, pager\n"
     assert done.stderr.startswith(f"pagerfs: {fresh_mount.path}: busy, held by hello.txt (pid {os.getpid()} ")
+
+
+def test_fault_remove_and_list_fired_from_the_command_line(fresh_mount, helpers):
+    big = fresh_mount.path / FILE
+    for rule in ("pages=1 error=IO", "pages=150 error=IO"):
+        helpers.pagerfs("fault", "add", big, rule)
+    assert dd_page(big, 1).returncode != 0
+    listed = helpers.pagerfs("fault", "list", "--fired", big).stdout.splitlines()
+    ids = [line.split()[0] for line in listed]
+    assert [line.split(None, 2)[1:] for line in listed] == [
+        [f"fired={file_stats(big)['rules'][0]['fired']}", "pages=1 error=IO"],
+        ["fired=0", "pages=150 error=IO"]]
+    assert file_stats(big)["rules"][0]["fired"] > 0
+    helpers.pagerfs("fault", "remove", big, ids[1])
+    helpers.pagerfs("fault", "remove", big, "pages=1", "error=IO")
+    assert helpers.pagerfs("fault", "list", big).stdout == ""
+    done = helpers.pagerfs("fault", "remove", big, "pages=1 error=IO", check=False)
+    assert done.returncode == 2 and done.stderr == f"pagerfs: {big}: no rule 'pages=1 error=IO'\n"
