@@ -1,4 +1,5 @@
-"""The native part of pagerfs: the store's block codec (pagerfs/store/_codec.c).
+"""The native parts of pagerfs: the store's block codec (pagerfs/store/_codec.c) and the
+kernel model's read copy (pagerfs/zircon/_gather.c), each its own layer's.
 
 Everything else about the package is in pyproject.toml. The extension links Debian's
 liblz4 and OpenSSL's libcrypto; a machine without a compiler or their headers gets one
@@ -8,6 +9,7 @@ line saying what to install, not a package that silently runs slower.
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+WARNINGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
 NEEDS = "gcc python3-dev liblz4-dev libssl-dev (tools/setup installs them)"
 
 
@@ -16,7 +18,7 @@ class BuildExt(build_ext):
         try:
             super().build_extension(ext)
         except Exception as err:  # CompileError, LinkError: their text is the compiler's
-            raise SystemExit(f"pagerfs: cannot build the native codec {ext.name} "
+            raise SystemExit(f"pagerfs: cannot build the native module {ext.name} "
                              f"({type(err).__name__}); it needs {NEEDS}") from None
 
 
@@ -26,9 +28,10 @@ setup(
             "pagerfs.store._codec",
             sources=["pagerfs/store/_codec.c"],
             libraries=["lz4", "crypto"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                "-Wno-missing-field-initializers"],
-        )
+            extra_compile_args=WARNINGS,
+        ),
+        Extension("pagerfs.zircon._gather", sources=["pagerfs/zircon/_gather.c"],
+                  extra_compile_args=WARNINGS),
     ],
     cmdclass={"build_ext": BuildExt},
 )
