@@ -112,19 +112,21 @@ def holders(mountpoint: str) -> list[tuple[int, str, str]]:
     return found
 
 
-def _releases_settle(mountpoint: str, deadline: float) -> bool:
-    """After a busy unmount: wait until the daemon holds no handle open; True if it
-    got there before the deadline (worth another try), False if not."""
+def _releases_settle(mountpoint: str, deadline: float) -> int | None:
+    """After a busy unmount: wait until the daemon holds no handle open. The handles it
+    held when asked (0: the busy is not ours to wait for), or None if it is gone, hung,
+    or still holds some at the deadline."""
+    first = None
     while time.monotonic() < deadline:
         stats = daemon_stats(mountpoint, timeout=max(deadline - time.monotonic(), 0.01))
         if not isinstance(stats, dict):
-            return False  # gone or hung: waiting cannot help
-        if not stats.get("open_handles", 0):
-            # Answered, but the kernel may not have taken the reply yet.
-            time.sleep(_POLL)
-            return True
-        time.sleep(_POLL)
-    return False
+            return None  # gone or hung: waiting cannot help
+        handles = stats.get("open_handles", 0)
+        first = handles if first is None else first
+        time.sleep(_POLL)  # answered, but the kernel may not have taken the reply yet
+        if not handles:
+            return first
+    return None
 
 
 def _busy(mountpoint: str, shown: str) -> CommandError:
@@ -157,6 +159,7 @@ def unmount(shown: str, lazy: bool = False, release_wait: float = RELEASE_WAIT) 
     else:
         command = ["umount", *(["-l"] if lazy else []), mountpoint]
     deadline = time.monotonic() + release_wait
+    idle_tries = 0
     while True:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode == 0:
@@ -164,7 +167,11 @@ def unmount(shown: str, lazy: bool = False, release_wait: float = RELEASE_WAIT) 
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
         if "busy" not in reason.lower():
             raise CommandError(f"{shown}: cannot unmount: {reason}")
-        if not _releases_settle(mountpoint, deadline):
+        held = _releases_settle(mountpoint, deadline)
+        # Busy with nothing open in the daemon (a working directory inside, say): a
+        # release being taken is a matter of microseconds, so a few tries settle it.
+        idle_tries = idle_tries + 1 if held == 0 else 0
+        if held is None or idle_tries > 3:
             raise _busy(mountpoint, shown)
     if pid is not None and not wait_exit(int(pid), 10.0):
         raise CommandError(f"{shown}: unmounted, but daemon {pid} has not exited")

@@ -471,7 +471,10 @@ class Mount:
             _end(self.pid, signal.SIGKILL, _EXIT_WAIT)
             _detach(where)
             return f"the pagerfs daemon (pid {self.pid}) of {where} did not answer; killed", []
-        held = _unmount.holders(where)
+        # Scanning /proc costs more than the rest of an unmount: only when the daemon
+        # says something is open (a working directory inside, which it cannot see,
+        # shows up as a busy unmount below).
+        held = _unmount.holders(where) if stats.get("open_handles", 1) else []
         if not held:
             try:
                 _unmount.unmount(where)

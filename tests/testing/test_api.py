@@ -178,6 +178,20 @@ def test_files_left_open_are_named_and_the_mount_goes_lazily(image, fuse):
     assert wait_exit(m.pid, 20)  # and the daemon goes once they are closed
 
 
+def test_a_working_directory_inside_is_named_too(image, fuse):
+    m = testing.mount(image)
+    # The daemon cannot see a working directory (no file is open), only the busy
+    # unmount and /proc can.
+    sleeper = subprocess.Popen(["sleep", "60"], cwd=m / "dir")
+    try:
+        with pytest.warns(testing.OpenFilesWarning, match=rf"dir \(pid {sleeper.pid} sleep\)"):
+            m.close()
+        assert str(m.path) not in mounted_paths()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_a_daemon_killed_mid_test_is_reported_and_cleared(image, fuse):
     m = testing.mount(image)
     os.kill(m.pid, signal.SIGKILL)
