@@ -60,7 +60,9 @@ def fuse_missing_reason() -> str | None:
 # -- the last-resort sweep -------------------------------------------------------------
 
 _live: dict[int, "Mount"] = {}
-_lingering: set[int] = set()  # daemons still serving lazily detached mounts
+# Daemons still serving lazily detached mounts, by pidfd (a pid could be reused by the
+# time the sweep runs; a pidfd names that very process).
+_lingering: list[int] = []
 _lock = threading.Lock()
 _sweep_installed = False
 # The process whose mounts these are: a child forked from it (which inherits these
@@ -82,10 +84,11 @@ def _sweep() -> None:
             except Exception:  # last resort: go on with the others
                 pass
     with _lock:
-        pids = list(_lingering)
+        pidfds = list(_lingering)
         _lingering.clear()
-    for pid in pids:
-        _end(pid, signal.SIGTERM, 2.0)
+    for pidfd in pidfds:
+        _end(pidfd, signal.SIGTERM, 2.0)
+        os.close(pidfd)
     _starter.stop()
 
 
@@ -103,7 +106,7 @@ def _install_sweep() -> None:
     if _owner != os.getpid():  # a forked child: what the tables hold is its parent's
         with _lock:
             _live.clear()
-            _lingering.clear()
+            _lingering.clear()  # the parent's descriptors: left to the parent
         _owner = os.getpid()
     if _sweep_installed:
         return
@@ -118,14 +121,14 @@ def _install_sweep() -> None:
         signal.signal(signum, lambda n, f, p=previous: _on_signal(n, f, p))
 
 
-def _end(pid: int, first: int, wait: float) -> None:
-    """Signal a daemon and wait for it; SIGKILL if it does not go."""
+def _end(pidfd: int, first: int, wait: float) -> None:
+    """Signal a daemon (by pidfd) and wait for it; SIGKILL if it does not go."""
     for signum in (first, signal.SIGKILL):
         try:
-            os.kill(pid, signum)
+            signal.pidfd_send_signal(pidfd, signum)
         except ProcessLookupError:
             return
-        if _unmount.wait_exit(pid, wait):
+        if select.select([pidfd], [], [], wait)[0]:
             return
 
 
@@ -418,10 +421,15 @@ class Mount:
 
     # -- the end ------------------------------------------------------------------------
 
+    def _kill(self) -> None:
+        if self._pidfd is not None:
+            _end(self._pidfd, signal.SIGKILL, _EXIT_WAIT)
+
+    def _exited(self, wait: float) -> bool:
+        return self._pidfd is None or bool(select.select([self._pidfd], [], [], wait)[0])
+
     def daemon_alive(self) -> bool:
-        if self._pidfd is None:
-            return False
-        return not select.select([self._pidfd], [], [], 0)[0]
+        return not self._exited(0)
 
     def close(self, *, check: bool = True) -> None:
         """Unmount and end the daemon. Files still open: the mount is detached lazily
@@ -447,8 +455,8 @@ class Mount:
                     pass
             shutil.rmtree(self._state, ignore_errors=True)
         if held:
-            what = ", ".join(f"{os.path.relpath(p, self.path)} (pid {pid} {cmd})"
-                             for pid, cmd, p in held[:10])
+            what = ", ".join(f"{os.path.relpath(p, self.path)} (pid {pid} {cmd})" if pid
+                             else "something this process cannot see" for pid, cmd, p in held[:10])
             warnings.warn(OpenFilesWarning(
                 f"pagerfs: {self.path}: files still open at unmount: {what}; "
                 f"unmounted lazily (they work until closed)"), stacklevel=2)
@@ -461,14 +469,14 @@ class Mount:
         # exited yet, but its mount already answers ENOTCONN.
         stats = _unmount.daemon_stats(where) if self.daemon_alive() else None
         if stats is None:
-            if not _unmount.wait_exit(self.pid, _EXIT_WAIT):
-                _end(self.pid, signal.SIGKILL, _EXIT_WAIT)
+            if not self._exited(_EXIT_WAIT):
+                self._kill()
             if _unmount.mount_type(where):
                 _detach(where)
             return (f"the pagerfs daemon (pid {self.pid}) of {where} died during the test"
                     f"{self._last_words()}; the mount was cleared"), []
         if stats == _unmount.HUNG:
-            _end(self.pid, signal.SIGKILL, _EXIT_WAIT)
+            self._kill()
             _detach(where)
             return f"the pagerfs daemon (pid {self.pid}) of {where} did not answer; killed", []
         # Scanning /proc costs more than the rest of an unmount: only when the daemon
@@ -480,19 +488,20 @@ class Mount:
                 _unmount.unmount(where)
             except CommandError as err:
                 if "busy" in str(err):
-                    held = _unmount.holders(where)
+                    # (None: held by something /proc does not show us, another namespace)
+                    held = _unmount.holders(where) or [(None, "", where)]
                 else:  # a daemon that does not answer, or does not exit
-                    _end(self.pid, signal.SIGKILL, _EXIT_WAIT)
+                    self._kill()
                     if _unmount.mount_type(where):
                         _detach(where)
                     return f"{err}; daemon {self.pid} killed", []
             else:
-                if not _unmount.wait_exit(self.pid, _EXIT_WAIT):
-                    _end(self.pid, signal.SIGKILL, _EXIT_WAIT)
+                if not self._exited(_EXIT_WAIT):
+                    self._kill()
                 return None, []
         _detach(where)
         with _lock:
-            _lingering.add(self.pid)
+            _lingering.append(os.dup(self._pidfd))
         return None, held
 
     def _last_words(self) -> str:
@@ -605,5 +614,11 @@ def _abandon(where: str) -> None:
         return
     stats = _unmount.daemon_stats(where, 1.0)
     if isinstance(stats, dict) and "pid" in stats:
-        _end(int(stats["pid"]), signal.SIGKILL, _EXIT_WAIT)
+        try:
+            pidfd = os.pidfd_open(int(stats["pid"]))
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is not None:
+            _end(pidfd, signal.SIGKILL, _EXIT_WAIT)
+            os.close(pidfd)
     _detach(where)
