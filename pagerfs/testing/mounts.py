@@ -1,8 +1,8 @@
 """testing.mount: a pagerfs mount for the length of a test, and never longer.
 
 pyfuse3 serves one mount per process, so each mount's daemon is a process of its own,
-started with the real command line (`python -m pagerfs mount`, which returns once the
-mount answers). Every mount this process made is remembered until it is closed; an
+started with the real command line (`pagerfs mount`, which returns once the mount
+answers; run by pagerfs.testing.starter, through a forkserver). Every mount this process made is remembered until it is closed; an
 atexit hook and SIGTERM/SIGINT handlers close what is left, so that a test run that is
 killed or interrupted does not leave mounts or daemons behind.
 """
@@ -18,26 +18,23 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import warnings
 from pathlib import Path
 
-import pagerfs
 from pagerfs.cli import unmount as _unmount
 from pagerfs.cli.common import CommandError
 from pagerfs.testing.errors import (FuseUnavailable, MountError, OpenFilesWarning,
                                     PagerfsError, RuleError)
 from pagerfs.testing.images import Image
 from pagerfs.testing.rules import Rule, as_rule
+from pagerfs.testing.starter import starter
 
 FAULT = "user.pagerfs.fault"
 UNFAULT = "user.pagerfs.unfault"
 FAULTS = "user.pagerfs.faults"
 STATS = "user.pagerfs.stats"
-# The daemon runs the very pagerfs this process imported.
-_PACKAGE_ROOT = str(Path(pagerfs.__file__).resolve().parents[1])
 # How long a clean daemon may take to exit after its unmount before it is killed.
 _EXIT_WAIT = 5.0
 
@@ -89,7 +86,7 @@ def _sweep() -> None:
     for pidfd in pidfds:
         _end(pidfd, signal.SIGTERM, 2.0)
         os.close(pidfd)
-    _starter.stop()
+    starter.stop()
 
 
 def _on_signal(signum, frame, previous) -> None:
@@ -132,89 +129,6 @@ def _end(pidfd: int, first: int, wait: float) -> None:
             return
 
 
-class _Starter:
-    """Runs `pagerfs mount` command lines, through a forkserver when one can be had
-    (see pagerfs.testing.forkserver: it saves the Python start and the imports, most
-    of a mount's time), else as a plain subprocess."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._server: subprocess.Popen | None = None
-        self._broken = False
-        self._pid = os.getpid()
-
-    @staticmethod
-    def env() -> dict:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        return env
-
-    def _start(self) -> subprocess.Popen | None:
-        if self._pid != os.getpid():
-            # A forked child: the server's pipes are its parent's to use.
-            self._server, self._pid = None, os.getpid()
-        if self._server is not None and self._server.poll() is None:
-            return self._server
-        self._stop()
-        if self._broken:
-            return None
-        server = subprocess.Popen([sys.executable, "-m", "pagerfs.testing.forkserver"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, env=self.env(), text=True,
-                                  start_new_session=True)
-        try:
-            hello = json.loads(server.stdout.readline() or "{}")
-        except ValueError:
-            hello = {}
-        if "ready" not in hello:
-            self._server = server
-            self._stop()
-            self._broken = True
-            return None
-        self._server = server
-        return server
-
-    def run(self, argv: list[str], timeout: float) -> tuple[int, str]:
-        with self._lock:
-            server = self._start()
-            if server is not None:
-                try:
-                    server.stdin.write(json.dumps({"argv": argv, "timeout": timeout}) + "\n")
-                    server.stdin.flush()
-                    answer = json.loads(server.stdout.readline())
-                    return answer["status"], answer["stderr"]
-                except (OSError, ValueError, KeyError):
-                    self._stop()  # and start afresh next time
-                    self._server = None
-        try:
-            done = subprocess.run([sys.executable, "-m", "pagerfs", *argv], capture_output=True,
-                                  text=True, timeout=timeout, env=self.env(),
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return -signal.SIGKILL, ""
-        return done.returncode, done.stderr
-
-    def _stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        for stream in (server.stdin, server.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stop()
-
-
-_starter = _Starter()
 
 
 def _detach(path: str) -> None:
@@ -580,7 +494,7 @@ def mount(image, mountpoint=None, *, faults=None, options=(), trace: bool = Fals
             command += ["-o", f"faults={faults_path}"]
         if trace_path is not None:
             command += ["--trace", str(trace_path)]
-        status, stderr = _starter.run(command, timeout)
+        status, stderr = starter.run(command, timeout)
         if status == -signal.SIGKILL:
             _abandon(str(where))
             raise MountError(f"{image_path} on {where}: not ready after {timeout:g} s")
