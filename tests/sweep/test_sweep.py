@@ -4,6 +4,7 @@ known: the verdict of each page is asserted, not only that a report appears."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -81,12 +82,35 @@ def test_a_program_that_hangs_is_killed_with_its_children(run_sweep, helpers_swe
     assert r.status == 1
     assert [(run["pages"], run["verdict"], run["timed_out"]) for run in r.doc["runs"]] == [
         ([0, 1], "hung", True), ([2, 3], "hung", True)]
-    # The program ignored SIGTERM and left a `sleep 3600` behind: both are gone.
+    # The program ignored SIGTERM and left a child (`{marker}-child 3600`, a sleep)
+    # behind: both are gone.
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
     assert left == ""
-    sleeps = subprocess.run(["pgrep", "-x", "-f", "sleep 3600"], capture_output=True,
-                            text=True).stdout
-    assert sleeps == ""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_sweep_ends_its_runs_and_mounts(image, tmp_path, helpers_sweep,
+                                                       signum):
+    fifo = tmp_path / "hung"
+    os.mkfifo(fifo)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    marker = f"pagerfs-sweep-test-interrupt-{signum}"
+    sweep = subprocess.Popen(
+        [PY, "-m", "pagerfs", "sweep", image, "--jobs", "2", "--timeout", "600", "--",
+         "bash", "-c", f"exec -a {marker} {PY} {helpers_sweep.PROGRAMS / 'hang_on_error.py'} "
+         f"{{}}/data.bin {fifo}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=str(tmpdir)),
+        # A test runner may have SIGINT ignored; the sweep must see it as a user's ^C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    with open(fifo) as f:
+        assert f.readline() == "hung\n"  # a run hangs, on its own mount
+    sweep.send_signal(signum)
+    out, err = sweep.communicate(timeout=60)
+    assert (sweep.returncode, err, out) == (130, b"pagerfs: interrupted\n", b"")
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
+    assert helpers_sweep.pagerfs_mounts(tmpdir) == []
+    assert os.listdir(tmpdir) == []
 
 
 def test_pages_read_only_on_the_first_run_are_not_reached(run_sweep, tmp_path):
