@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -16,6 +17,17 @@ class CommandError(Exception):
     def __init__(self, message: str, exit_status: int = EXIT_UNUSABLE):
         super().__init__(message)
         self.exit_status = exit_status
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
 
 
 def fail(message: str, status: int) -> int:

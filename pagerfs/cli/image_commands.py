@@ -16,7 +16,7 @@ import stat as statmod
 import sys
 import time
 
-from pagerfs.cli.common import EXIT_DAMAGE, EXIT_OK, CommandError, Progress
+from pagerfs.cli.common import EXIT_DAMAGE, EXIT_OK, CommandError, Progress, positive_int
 from pagerfs.store import (DEFAULT_CHUNK_SIZE, BuildError, FormatError, Image,
                            IntegrityError, Kind,
                            StoreError, build_image, corrupt, scrub)
@@ -28,16 +28,6 @@ def _size(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 131072, 128K, 1M)")
     return int(m[1]) << {"": 0, "k": 10, "m": 20}[m[2].lower()]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
-    return value
 
 
 def _natural(text: str) -> int:
@@ -56,7 +46,7 @@ def add_parsers(sub) -> None:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--chunk-size", type=_size, default=DEFAULT_CHUNK_SIZE,
                    help=f"bytes per chunk, a power of two >= 4K (default {DEFAULT_CHUNK_SIZE >> 10}K)")
-    p.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1,
+    p.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1,
                    help="worker threads that read, hash and compress (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(run=run_mkimage)
@@ -64,7 +54,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("verify", help="check every checksum of an image (a scrub)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1)
+    p.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1)
     p.set_defaults(run=run_verify)
 
     p = sub.add_parser("corrupt", help="damage the stored chunk holding a page (fault injection)")

@@ -14,7 +14,7 @@ import signal
 import sys
 import warnings
 
-from pagerfs.cli.common import EXIT_OK, CommandError
+from pagerfs.cli.common import EXIT_OK, CommandError, positive_int
 
 DESCRIPTION = """\
 Fail every page CMD touches, one at a time, each run on a fresh mount, and give each run
@@ -32,16 +32,6 @@ examples:
   pagerfs sweep doc.img --files 'bash/*' --jobs 4 --report r.html -- tar -tf {}/bash/x.tar
   pagerfs sweep --replay sweep.json --case 7
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected at least 1")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -71,12 +61,12 @@ def add_parsers(sub) -> None:
                         "BAD_STATE, corrupt (default IO_DATA_INTEGRITY)")
     p.add_argument("--transient", action="store_true",
                    help="the page fails for one read (and the kernel's retry of it), then heals")
-    p.add_argument("--group", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--group", type=positive_int, default=1, metavar="N",
                    help="fail N consecutive touched pages per run (default 1)")
-    p.add_argument("--sample", type=_positive_int, metavar="K",
+    p.add_argument("--sample", type=positive_int, metavar="K",
                    help="make only K runs, drawn with --seed")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
-    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="runs in parallel, each on its own mount (default 1)")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="per run (default: 10x the clean run, at least 5 s); the whole "
@@ -93,7 +83,7 @@ def add_parsers(sub) -> None:
                    help="draw the progress bar even when stderr is not a terminal")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--replay", metavar="JSON", help="re-run one case of an earlier sweep")
-    p.add_argument("--case", type=_positive_int, metavar="N", help="the case to --replay")
+    p.add_argument("--case", type=positive_int, metavar="N", help="the case to --replay")
     p.set_defaults(run=run_sweep, command=[])
 
 

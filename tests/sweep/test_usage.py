@@ -17,10 +17,10 @@ def sweep(*args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("x.img", "--jobs", "0", "--", "true"), "argument --jobs: 0: expected at least 1"),
-    (("x.img", "--group", "0", "--", "true"), "argument --group: 0: expected at least 1"),
+    (("x.img", "--jobs", "0", "--", "true"), "argument --jobs: not a positive number: '0'"),
+    (("x.img", "--group", "0", "--", "true"), "argument --group: not a positive number: '0'"),
     (("x.img", "--timeout", "-1", "--", "true"), "argument --timeout: -1: expected more"),
-    (("x.img", "--sample", "many", "--", "true"), "argument --sample: expected a whole"),
+    (("x.img", "--sample", "many", "--", "true"), "argument --sample: not a positive number: 'many'"),
     (("x.img", "--error", "IO,lost", "--", "true"), "--error lost: expected one of IO,"),
     (("x.img",), "sweep needs a command"),
     ((), "sweep needs IMAGE_OR_DIR"),
