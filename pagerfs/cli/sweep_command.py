@@ -69,8 +69,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="runs in parallel, each on its own mount (default 1)")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                   help="per run (default: 10x the clean run, at least 5 s); the whole "
-                        "process group is killed")
+                   help="per run, the clean runs included (default: 10x the clean run, "
+                        "at least 5 s; the clean runs 120 s); the whole process group is "
+                        "killed")
     p.add_argument("--fresh-mounts", action="store_true",
                    help="a new mount for every run (slower; by default each job reuses one "
                         "mount, checking the file's pages are uncached before each run)")
