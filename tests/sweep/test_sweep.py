@@ -84,8 +84,9 @@ def test_a_program_that_hangs_is_killed_with_its_children(run_sweep, helpers_swe
     assert [(run["pages"], run["verdict"], run["timed_out"]) for run in r.doc["runs"]] == [
         ([0, 1], "hung", True), ([2, 3], "hung", True)]
     # The program ignored SIGTERM and left a child (`{marker}-child 3600`, a sleep)
-    # behind: both are gone.
-    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    # behind: both are gone. (Anchored: the sweep's own forks, such as mount daemons
+    # still exiting, carry the whole command line, marker included.)
+    left = subprocess.run(["pgrep", "-f", f"^{marker}"], capture_output=True, text=True).stdout
     assert left == ""
 
 
@@ -109,7 +110,7 @@ def test_an_interrupted_sweep_ends_its_runs_and_mounts(image, tmp_path, helpers_
     sweep.send_signal(signum)
     out, err = sweep.communicate(timeout=60)
     assert (sweep.returncode, err, out) == (130, b"pagerfs: interrupted\n", b"")
-    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
+    assert subprocess.run(["pgrep", "-f", f"^{marker}"], capture_output=True).stdout == b""
     assert helpers_sweep.pagerfs_mounts(tmpdir) == []
     assert os.listdir(tmpdir) == []
 
