@@ -203,9 +203,13 @@ class Bench:
         self.ds = ds
         self.mounts = mounts
         # Images built with non-default mkimage options get their own name, so a later
-        # --profile-only never picks up an image built another way.
+        # --profile-only never picks up an image built another way; so do images of
+        # another format version (a checkout of older code benchmarked on the same cache).
+        from pagerfs.store.format import VERSION
+
         tag = "-" + hashlib.sha256(" ".join(args.mkimage_opt).encode()).hexdigest()[:8] if args.mkimage_opt else ""
-        self.image_names = {s: f"{s}{tag if s == PAGERFS else ''}.img" for s in SYSTEMS}
+        self.image_names = {s: f"{s}-v{VERSION}{tag}.img" if s == PAGERFS else f"{s}.img"
+                            for s in SYSTEMS}
         base = args.cache / (ds.spec.name if ds else "none")
         self.images = {s: base / "images" / self.image_names[s] for s in SYSTEMS}
         self.mnts = {s: args.cache / "mnt" / s for s in SYSTEMS}
