@@ -240,24 +240,42 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
                     await trio.to_thread.run_sync(
                         set_read_ahead_kb, mountpoint, options.read_ahead_kb,
                         abandon_on_cancel=True)
-                    announced.append(True)
-                    ready(None)
+                    if tell(None):
+                        announced.append(True)
+                    else:
+                        # Whoever ran `pagerfs mount` is gone (killed while it waited):
+                        # nobody knows of this mount, so it must not stay.
+                        log.warning("nobody is waiting for this mount any more: unmounting")
+                        pyfuse3.terminate()
 
                 nursery.start_soon(announce)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
 
     announced: list[bool] = []
+    told: list[bool] = []
+
+    def tell(error: str | None) -> bool:
+        """Report readiness (or why not) once; False if nobody is there to hear it."""
+        if told:
+            return False
+        told.append(True)
+        try:
+            ready(error)
+        except OSError:  # the pipe's reader is gone
+            return False
+        return True
+
     clean = False
     try:
         trio.run(main)
         clean = True
         if not announced:  # unmounted from outside before the window was set
-            ready("the mount went away before it was ready")
+            tell("the mount went away before it was ready")
     except BaseException as err:
         log.critical("FUSE loop died:\n%s", traceback.format_exc())
         if not announced:
-            ready(f"the FUSE loop failed to start: {err}")
+            tell(f"the FUSE loop failed to start: {err}")
     finally:
         # A clean end unmounts, and so does a failure before anyone was told the mount
         # was ready; a crash of a mount in use leaves it to answer ENOTCONN.

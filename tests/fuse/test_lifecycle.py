@@ -231,3 +231,29 @@ def test_malloc_arenas_are_capped_where_glibc_allows_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == str(platform.libc_ver()[0] == "glibc")
+
+
+def test_a_mount_nobody_waits_for_any_more_does_not_stay(image, tmp_path, helpers):
+    """`pagerfs mount` killed while it waited for the daemon: the daemon's readiness
+    report finds no reader, and it unmounts rather than serve a mount nobody knows of."""
+    helpers.require_fuse()
+    where = tmp_path / "m"
+    where.mkdir()
+    script = (
+        "import sys\n"
+        "from pagerfs.fuse import daemon\n"
+        "from pagerfs.store import Image\n"
+        "def ready(error):\n"
+        "    if error is None:\n"
+        "        raise BrokenPipeError(32, 'Broken pipe')\n"
+        "image, where = sys.argv[1], sys.argv[2]\n"
+        "sys.exit(daemon.serve(Image.open(image), image, where,\n"
+        "                      daemon.parse_options([]), None, ready))\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", script, str(image), str(where)],
+                              capture_output=True, text=True, timeout=60, cwd=helpers.REPO)
+        assert done.returncode == 0, done.stderr  # a clean end
+        assert not os.path.ismount(where) and os.listdir(where) == []
+    finally:
+        if os.path.ismount(where):
+            subprocess.run(["fusermount3", "-uz", str(where)])
