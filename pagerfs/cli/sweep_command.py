@@ -61,11 +61,14 @@ def add_parsers(sub) -> None:
                         "BAD_STATE, corrupt (default IO_DATA_INTEGRITY)")
     p.add_argument("--transient", action="store_true",
                    help="the page fails for one read (and the kernel's retry of it), then heals")
+    p.add_argument("--probability", type=float, metavar="P",
+                   help="each request for the pages fails with chance P, drawn from --seed")
     p.add_argument("--group", type=positive_int, default=1, metavar="N",
                    help="fail N consecutive touched pages per run (default 1)")
     p.add_argument("--sample", type=positive_int, metavar="K",
                    help="make only K runs, drawn with --seed")
-    p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of --sample and --probability (default 0)")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="runs in parallel, each on its own mount (default 1)")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
@@ -123,6 +126,9 @@ def _check_usage(args) -> None:
     if not args.command:
         raise CommandError("sweep needs a command: pagerfs sweep IMAGE_OR_DIR [options] "
                            "-- CMD [ARGS...]")
+    if args.probability is not None and not 0 < args.probability <= 1:
+        raise CommandError(f"--probability {args.probability:g}: expected more than 0, "
+                           f"at most 1")
     if args.jobs > 1:
         for path in args.output:
             if "{out}" not in path:
@@ -185,14 +191,16 @@ def _sweep(args, errors) -> int:
             try:
                 chosen = select_files(baseline.pages, files, args.files)
                 targets = make_plan(chosen, errors, group=args.group, sample=args.sample,
-                                    seed=args.seed, transient=args.transient)
+                                    seed=args.seed, transient=args.transient,
+                                    probability=args.probability)
             except PlanError as err:
                 raise CommandError(str(err)) from None
             settings = results.Settings(
                 errors=errors, transient=args.transient, group=args.group,
                 sample=args.sample, seed=args.seed, jobs=args.jobs, timeout=timeout,
                 files=tuple(args.files), outputs=tuple(args.output),
-                mount_options=engine.MOUNT_OPTIONS, fresh_mounts=args.fresh_mounts)
+                mount_options=engine.MOUNT_OPTIONS, fresh_mounts=args.fresh_mounts,
+                probability=args.probability)
             bar = Bar(len(targets), enabled=not args.quiet
                       and (args.progress or sys.stderr.isatty()))
             try:

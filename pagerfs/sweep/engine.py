@@ -214,7 +214,8 @@ def _arm(m, target: planning.Target):
     m.clear()
     handle = m.fault(target.path, pages=range(target.first, target.last + 1),
                      error=target.error,
-                     count=planning.TRANSIENT_COUNT if target.transient else None)
+                     count=planning.TRANSIENT_COUNT if target.transient else None,
+                     probability=target.probability, seed=target.seed)
     cached = resident_pages(m / target.path)
     _wait_quiet(m)
     committed = m.stats(target.path).get("committed_pages", 0)

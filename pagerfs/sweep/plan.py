@@ -33,6 +33,10 @@ class Target:
     pages: tuple[int, ...]  # the touched pages this run fails
     error: str
     transient: bool = False
+    # --probability: the rule fails each request for its pages with this chance, drawn
+    # from the rule's own generator seeded with `seed`, so a run is reproducible.
+    probability: float | None = None
+    seed: int | None = None
 
     @property
     def first(self) -> int:
@@ -48,7 +52,9 @@ class Target:
         may span pages the program never touched: those never fire."""
         span = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
         count = f" count={TRANSIENT_COUNT}" if self.transient else ""
-        return f"pages={span} error={self.error}{count}"
+        chance = (f" probability={self.probability:g} seed={self.seed}"
+                  if self.probability is not None else "")
+        return f"pages={span} error={self.error}{count}{chance}"
 
 
 def touched_pages(events: Iterable[Mapping]) -> dict[str, tuple[int, ...]]:
@@ -100,13 +106,17 @@ def select_files(touched: Mapping[str, tuple[int, ...]], image_files: Iterable[s
 
 def make_plan(touched: Mapping[str, tuple[int, ...]], errors: Iterable[str], *,
               group: int = 1, sample: int | None = None, seed: int = 0,
-              transient: bool = False) -> tuple[Target, ...]:
+              transient: bool = False, probability: float | None = None,
+              ) -> tuple[Target, ...]:
     """One target per `group` consecutive touched pages of each file and error kind;
-    with `sample`, that many of them drawn with `seed`, in plan order."""
+    with `sample`, that many of them drawn with `seed`, in plan order. With
+    `probability`, each rule fires with that chance, drawn from `seed` too."""
     if group < 1:
         raise PlanError(f"--group {group}: expected at least 1")
     if sample is not None and sample < 1:
         raise PlanError(f"--sample {sample}: expected at least 1")
+    if probability is not None and not 0 < probability <= 1:
+        raise PlanError(f"--probability {probability:g}: expected more than 0, at most 1")
     errors = tuple(errors)
     units = []
     for path, pages in sorted(touched.items()):
@@ -116,5 +126,9 @@ def make_plan(touched: Mapping[str, tuple[int, ...]], errors: Iterable[str], *,
     if sample is not None and sample < len(units):
         keep = sorted(random.Random(seed).sample(range(len(units)), sample))
         units = [units[i] for i in keep]
-    return tuple(Target(case, path, pages, error, transient)
+    # Each rule has a seed of its own, drawn from --seed, so that pages do not all
+    # meet the same sequence of draws.
+    seeds = random.Random(f"{seed}/rules")
+    return tuple(Target(case, path, pages, error, transient, probability,
+                        seeds.randrange(2**31) if probability is not None else None)
                  for case, (path, pages, error) in enumerate(units, 1))

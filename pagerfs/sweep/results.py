@@ -34,6 +34,7 @@ class Settings:
     outputs: tuple[str, ...]        # the --output paths, as given ({out} unexpanded)
     mount_options: tuple[str, ...]
     fresh_mounts: bool = False      # a new mount for every run (else one per job)
+    probability: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,8 @@ def _run_json(run: Run, command: tuple[str, ...]) -> dict:
     t, o = run.target, run.outcome
     return {
         "case": t.case, "file": t.path, "pages": list(t.pages), "error": t.error,
-        "transient": t.transient, "rule": t.rule, "command": list(command),
+        "transient": t.transient, "probability": t.probability, "rule_seed": t.seed,
+        "rule": t.rule, "command": list(command),
         "verdict": run.verdict, "fired": run.fired, "exit_status": o.exit_status,
         "signal": signal_name(o.signal), "signal_number": o.signal,
         "timed_out": o.timed_out, "duration_s": o.duration, "output_digest": o.digest,
@@ -101,6 +103,7 @@ def to_json(sweep: Sweep) -> dict:
             "sample": s.sample, "seed": s.seed, "jobs": s.jobs, "timeout_s": s.timeout,
             "files": list(s.files), "outputs": list(s.outputs),
             "mount_options": list(s.mount_options), "fresh_mounts": s.fresh_mounts,
+            "probability": s.probability,
         },
         "baseline": {
             "exit_status": b.exit_status, "output_digest": b.digest, "duration_s": b.duration,
@@ -131,7 +134,8 @@ def from_json(doc: Mapping) -> Sweep:
             sample=s["sample"], seed=int(s["seed"]), jobs=int(s["jobs"]),
             timeout=float(s["timeout_s"]), files=tuple(s["files"]),
             outputs=tuple(s["outputs"]), mount_options=tuple(s["mount_options"]),
-            fresh_mounts=bool(s.get("fresh_mounts", False)))
+            fresh_mounts=bool(s.get("fresh_mounts", False)),
+            probability=s.get("probability"))
         baseline = Baseline(
             exit_status=int(b["exit_status"]), digest=b["output_digest"],
             duration=float(b["duration_s"]),
@@ -139,7 +143,8 @@ def from_json(doc: Mapping) -> Sweep:
             sizes={p: int(f["size"]) for p, f in b["files"].items()})
         runs = tuple(
             Run(target=Target(int(r["case"]), r["file"], tuple(r["pages"]), r["error"],
-                              bool(r["transient"])),
+                              bool(r["transient"]), r.get("probability"),
+                              r.get("rule_seed")),
                 verdict=r["verdict"], fired=bool(r["fired"]),
                 outcome=Outcome(exit_status=r["exit_status"], signal=r["signal_number"],
                                 timed_out=bool(r["timed_out"]), digest=r["output_digest"],

@@ -49,6 +49,8 @@ def unit(settings) -> str:
     what = "one page a run" if n == 1 else f"{n} pages a run"
     if settings.transient:
         what += ", transient"
+    if settings.probability is not None:
+        what += f", each request failing with chance {settings.probability:g}"
     if settings.sample is not None:
         what += f", a sample of {settings.sample} (seed {settings.seed})"
     return what

@@ -37,6 +37,16 @@ def test_groups_take_consecutive_touched_pages_and_transient_counts_two():
     assert targets[1].rule == "pages=2-7 error=IO count=2"
 
 
+def test_probability_rules_get_seeds_of_their_own_from_the_sweeps():
+    a = plan.make_plan({"f": (4, 5)}, ["IO"], probability=0.25, seed=9)
+    assert a == plan.make_plan({"f": (4, 5)}, ["IO"], probability=0.25, seed=9)
+    assert a[0].seed != a[1].seed
+    assert a[0].seed != plan.make_plan({"f": (4,)}, ["IO"], probability=0.25, seed=10)[0].seed
+    assert a[0].rule == f"pages=4 error=IO probability=0.25 seed={a[0].seed}"
+    with pytest.raises(plan.PlanError, match="--probability 2: expected"):
+        plan.make_plan({"f": (4,)}, ["IO"], probability=2)
+
+
 def test_sample_is_reproducible_from_the_seed_and_keeps_plan_order():
     touched = {"f": tuple(range(100))}
     a = plan.make_plan(touched, ["IO"], sample=10, seed=3)

@@ -130,13 +130,16 @@ def test_pages_read_only_on_the_first_run_are_not_reached(run_sweep, tmp_path):
 
 
 def test_the_same_sweep_twice_gives_the_same_cases_and_verdicts(run_sweep, tree):
-    args = ("--sample", "5", "--seed", "7", "--error", "IO,IO_DATA_INTEGRITY", "--", "sh",
-            "-c", "tar -tf {}/archive.tar && sha256sum {}/data.bin")
+    # --sample and the rules' --probability both draw from --seed.
+    args = ("--sample", "5", "--seed", "7", "--probability", "0.5", "--error",
+            "IO,IO_DATA_INTEGRITY", "--", "sh", "-c",
+            "tar -tf {}/archive.tar && sha256sum {}/data.bin")
     a, b = run_sweep(*args), run_sweep(*args)
     key = [(r["case"], r["file"], r["pages"], r["error"], r["verdict"]) for r in a.doc["runs"]]
     assert key == [(r["case"], r["file"], r["pages"], r["error"], r["verdict"])
                    for r in b.doc["runs"]]
     assert len(key) == 5
+    assert all(" probability=0.5 seed=" in r["rule"] for r in a.doc["runs"])
 
 
 def test_reused_mounts_give_the_verdicts_of_fresh_ones(run_sweep, helpers_sweep):

@@ -22,6 +22,7 @@ def sweep(*args):
     (("x.img", "--timeout", "-1", "--", "true"), "argument --timeout: -1: expected more"),
     (("x.img", "--sample", "many", "--", "true"), "argument --sample: not a positive number: 'many'"),
     (("x.img", "--error", "IO,lost", "--", "true"), "--error lost: expected one of IO,"),
+    (("x.img", "--probability", "1.5", "--", "true"), "--probability 1.5: expected more"),
     (("x.img",), "sweep needs a command"),
     ((), "sweep needs IMAGE_OR_DIR"),
     (("--replay", "s.json"), "--replay needs --case N"),
