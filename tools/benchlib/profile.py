@@ -65,6 +65,8 @@ def source_line(file: str, line: int, roots: list[Path]) -> str:
 
 def store_work(text: str, func: str) -> str:
     t = text.lower()
+    if "read_block(" in t or "decode_block(" in t or "check_pages(" in t:
+        return "store: native codec (pread, lz4, SHA-256)"
     if "lz4" in t or "decompress" in t:
         return "store: lz4 decompress"
     if "sha256" in t or "hashlib" in t or "digest" in t:
@@ -206,6 +208,8 @@ def describe(title: str, r: dict) -> list[str]:
 NATIVE_BUCKETS = (
     ("libcrypto", "SHA-256 (libcrypto)"),
     ("_block.cpython", "lz4 (python-lz4)"),
+    ("liblz4", "lz4 (liblz4)"),
+    ("_codec.cpython", "store codec (pagerfs C, around lz4 and SHA-256)"),
     ("libpython", "Python interpreter (all Python code)"),
     ("_copy_to_iter", "kernel: copy to user (pread of the image)"),
     ("_copy_from_iter", "kernel: copy from user (FUSE replies)"),
