@@ -4,9 +4,9 @@ big file. Two data sets, both built once and cached beside the others:
 - the *system tree*: a copy (hard links where the file system allows, else a copy) of
   real directories every Debian machine has (by default /usr/share, /usr/include and
   the Python library /usr/lib/python3*), over 50,000 files of every kind and size;
-- the *tiny tree*: generated, N tiny files (1 B to 1 KiB, text-like, seeded) split
-  over two directories of N/2 entries each, for `ls -l` of a wide directory,
-  `find | xargs cat` of every file, and the image size of tails alone.
+- the *tiny tree*: generated, N tiny files (1 B to 1 KiB, text-like, seeded) in one
+  directory, for `ls -l` of a wide directory, `find | xargs cat` of every file, and
+  the image size of tails alone.
 
 The timed probes run the real Unix tools in the mount and time the whole command; each
 checks what the tool saw (bytes, lines, exit status), so a fast wrong answer fails.
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 FIXED_MTIME = 1_600_000_000
 TINY_MAX_LOG2 = 10  # tiny file sizes are log-uniform in [1, 1 KiB)
 # A string no file of the tree holds, so grep reads every byte of every file (a match
@@ -145,7 +145,7 @@ def tiny_sizes(nfiles: int, seed: int) -> list[int]:
 
 
 def tiny_tree(cache: Path, nfiles: int, seed: int, log=print) -> Tree:
-    """nfiles tiny files, half in src/a, half in src/b; a pure function of (nfiles, seed)."""
+    """nfiles tiny files in src/a; a pure function of (nfiles, seed)."""
     spec = {"files": nfiles, "seed": seed, "recipe": RECIPE_VERSION}
     name = f"tiny{nfiles}-seed{seed}-v{RECIPE_VERSION}"
     home = cache / name
@@ -156,21 +156,19 @@ def tiny_tree(cache: Path, nfiles: int, seed: int, log=print) -> Tree:
         rng = random.Random(seed + 1)
         words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
                  for _ in range(300)]
-        half = nfiles // 2
-        for d in ("a", "b"):
-            (src / d).mkdir()
+        (src / "a").mkdir()
         for i, size in enumerate(tiny_sizes(nfiles, seed)):
             text = b""
             while len(text) < size:
                 text += rng.choice(words) + b" "
             text = text[:size]
-            path = src / ("a" if i < half else "b") / f"f{i:06d}.txt"
+            path = src / "a" / f"f{i:06d}.txt"
             path.write_bytes(text)
             os.utime(path, (FIXED_MTIME, FIXED_MTIME))
-        for d in (src / "a", src / "b", src):
+        for d in (src / "a", src):
             os.utime(d, (FIXED_MTIME, FIXED_MTIME))
-        meta = {"spec": spec, "files": nfiles, "bytes": sum(tiny_sizes(nfiles, seed)), "entries": nfiles + 3,
-                "wide_entries": half}
+        meta = {"spec": spec, "files": nfiles, "bytes": sum(tiny_sizes(nfiles, seed)), "entries": nfiles + 2,
+                "wide_entries": nfiles}
         (home / "ready.json").write_text(json.dumps(meta, indent=1))
     return Tree(name, home / "src", meta["files"], meta["bytes"], meta["entries"], "a", meta["wide_entries"])
 
