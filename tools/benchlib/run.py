@@ -9,6 +9,7 @@ with the min–max, and the ratio pagerfs/peer of the medians. "Cold" means a fr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -332,56 +333,51 @@ class Bench:
             size = img.stat().st_size / MiB
             self.record(system, f"{figure}_image_mib", size, f"{size:.1f} MiB image")
 
-    def cold_mount(self, tree: trees.Tree, system: str) -> Mount:
+    @contextlib.contextmanager
+    def cold_mount(self, tree: trees.Tree, system: str):
+        """A fresh mount of the tree's image, caches dropped; yields its path."""
         m = self.mounts.mount(system, self.tree_image(tree, system), self.mnts[system], None,
                               tuple(self.args.mount_opt) if system == PAGERFS else (), self.args.read_ahead_kb)
-        measure.drop_caches()
-        return m
+        try:
+            measure.drop_caches()
+            yield m.mnt
+        finally:
+            self.mounts.unmount(m)
+
+    def tree_of_run(self, key: str, record_time: bool) -> trees.Tree:
+        """The tree, its images built by this run (at its first use, timed)."""
+        tree = self.trees[key]
+        if key not in self.built:
+            self.built.add(key)
+            self.build_tree(tree, key, record_time)
+        return tree
 
     def systree(self, system: str) -> None:
-        tree = self.trees["systree"]
-        if not self.tree_image(tree, system).exists() or "systree" not in self.built:
-            self.built.add("systree")
-            self.build_tree(tree, "systree", record_time=True)
-        m = self.cold_mount(tree, system)
-        try:
-            n, secs, _ = trees.tar_tree(m.mnt)
+        tree = self.tree_of_run("systree", record_time=True)
+        with self.cold_mount(tree, system) as mnt:
+            n, secs, _ = trees.tar_tree(mnt)
             self.expect_same(system, "tar archive bytes", n)
             self.record(system, "systree_tar_s", secs, f"{secs:.2f} s tar cf - ({n / 1e6:.0f} MB)")
             if (system, "systree") not in self.checked:
                 # Once per system, warm and untimed: both must give the same archive.
-                self.expect_same(system, "tar archive SHA-256", trees.tar_tree(m.mnt, digest=True)[2])
+                self.expect_same(system, "tar archive SHA-256", trees.tar_tree(mnt, digest=True)[2])
                 self.checked.add((system, "systree"))
-        finally:
-            self.mounts.unmount(m)
-        m = self.cold_mount(tree, system)
-        try:
-            secs = trees.grep_tree(m.mnt)
+        with self.cold_mount(tree, system) as mnt:
+            secs = trees.grep_tree(mnt)
             self.record(system, "systree_grep_s", secs, f"{secs:.2f} s grep -r")
-        finally:
-            self.mounts.unmount(m)
 
     def tiny(self, system: str) -> None:
-        tree = self.trees["tiny"]
-        if not self.tree_image(tree, system).exists() or "tiny" not in self.built:
-            self.built.add("tiny")
-            self.build_tree(tree, "tiny", record_time=False)
-        m = self.cold_mount(tree, system)
-        try:
-            lines, secs = trees.ls_long(m.mnt / tree.wide_dir)
+        tree = self.tree_of_run("tiny", record_time=False)
+        with self.cold_mount(tree, system) as mnt:
+            lines, secs = trees.ls_long(mnt / tree.wide_dir)
             if lines != tree.wide_entries + 1:  # and the "total" line
                 raise BenchError(f"{LABELS[system]}: ls -l printed {lines} lines for {tree.wide_entries} entries")
             self.record(system, "tiny_ls_s", secs, f"{secs:.2f} s ls -l of {tree.wide_entries} entries")
-        finally:
-            self.mounts.unmount(m)
-        m = self.cold_mount(tree, system)
-        try:
-            n, secs = trees.cat_all(m.mnt)
+        with self.cold_mount(tree, system) as mnt:
+            n, secs = trees.cat_all(mnt)
             if n != tree.bytes:
                 raise BenchError(f"{LABELS[system]}: find | xargs cat read {n} bytes, the tree has {tree.bytes}")
             self.record(system, "tiny_cat_s", secs, f"{secs:.2f} s find | xargs cat of {tree.files} files")
-        finally:
-            self.mounts.unmount(m)
 
     def expect_same(self, system: str, what: str, value) -> None:
         """The first system to see `what` sets it; every other must see the same."""
