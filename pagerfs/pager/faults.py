@@ -251,14 +251,21 @@ class FaultSet:
         self._writers_waiting = 0
 
     @contextlib.contextmanager
-    def serving(self) -> Iterator[None]:
+    def serving(self, wait: bool = True) -> Iterator[bool]:
+        """Holds the gate shared; yields True. With wait=False, a thread that must not
+        wait (the trio thread) yields False at once instead while rules are changing."""
         with self._gate:
             # Writers first: a steady stream of requests must not starve a rule change.
-            while self._changing or self._writers_waiting:
+            while wait and (self._changing or self._writers_waiting):
                 self._gate.wait()
-            self._serving += 1
+            admitted = not (self._changing or self._writers_waiting)
+            if admitted:
+                self._serving += 1
+        if not admitted:
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             with self._gate:
                 self._serving -= 1

@@ -121,7 +121,9 @@ class UserPager:
         return bool(seen)
 
     def _supply_at_open(self, ino: int) -> None:
-        with self._serving(ino) as (handle, faults):
+        # The opener may be the trio thread, which must not wait on another thread: if
+        # the file's rules are being changed, the first read will ask instead.
+        with self._serving(ino, wait=False) as (handle, faults):
             # A rule must act on the request that really asks: leave its file alone.
             if handle is not None and not faults:
                 with self._open_lock:
@@ -292,11 +294,11 @@ class UserPager:
                                   faults)
 
     @contextlib.contextmanager
-    def _serving(self, ino: int):
+    def _serving(self, ino: int, wait: bool = True):
         """(the file's VMO, its rules) while a thread serves it; the VMO is None if the
-        file was closed meanwhile. Holds a reference to the VMO and the rules' gate
-        shared: a rule armed after this sees its pages evicted, one armed before is
-        seen by the serving."""
+        file was closed meanwhile (or, with wait=False, while its rules are changing).
+        Holds a reference to the VMO and the rules' gate shared: a rule armed after this
+        sees its pages evicted, one armed before is seen by the serving."""
         with self._idle:
             self._serving_now += 1
         try:
@@ -306,8 +308,8 @@ class UserPager:
                 return
             try:
                 faults = self._faultset(ino)
-                with faults.serving():
-                    yield handle, faults
+                with faults.serving(wait) as admitted:
+                    yield (handle if admitted else None), faults
             finally:
                 self.close(ino)
         finally:

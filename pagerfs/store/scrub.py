@@ -133,7 +133,7 @@ def corrupt(image_path: str | bytes, path: str | bytes, page: int, seed: int = 0
         index = page // (img.chunk_size // fmt.PAGE)
         block, chunk_offset, _, _ = img._chunk_entry(ino, index)
         if block == fmt.HOLE:
-            raise ValueError(f"page {page} of {show(img.path_of(ino))} is in a hole: nothing is stored for it")
+            raise ValueError(f"page {page} is in a hole: nothing is stored for it")
         offset, stored, length, _, _ = img._blocks[block]
         # The page's bytes in the block (tails sit anywhere in their fragment).
         start = chunk_offset + (page - img.chunk_pages(ino, index)[0]) * fmt.PAGE

@@ -151,3 +151,27 @@ def test_each_rule_counts_the_requests_it_fired_on():
     assert {s.id: s.fired for s in faults.states()} == {hit: 2, missed: 0}
     assert faults.remove(hit) == FaultRule(0, 1, "IO") and faults.remove(hit) is None
     assert [s.id for s in faults.states()] == [missed]
+
+
+def test_a_thread_that_must_not_wait_is_turned_away_while_rules_change():
+    import threading
+
+    faults = FaultSet()
+    with faults.serving(wait=False) as admitted:
+        assert admitted
+    inside, leave = threading.Event(), threading.Event()
+
+    def change():
+        with faults.changing():
+            inside.set()
+            leave.wait(30)
+
+    writer = threading.Thread(target=change)
+    writer.start()
+    assert inside.wait(30)
+    with faults.serving(wait=False) as admitted:
+        assert not admitted  # at once, not after the change
+    leave.set()
+    writer.join(30)
+    with faults.serving(wait=False) as admitted:
+        assert admitted

@@ -59,7 +59,7 @@ def test_a_one_tib_sparse_file_is_built_stored_and_read_without_its_holes(tmp_pa
         assert report.damage == [] and report.blocks_checked == 1
 
 
-def test_sparse_digests_equal_fsverity_digest(tmp_path, real_fsverity):
+def test_sparse_digests_equal_fsverity_digest(tmp_path, real_fsverity, cli):
     src = tmp_path / "src"
     src.mkdir()
     rng = random.Random(4)
@@ -86,6 +86,12 @@ def test_sparse_digests_equal_fsverity_digest(tmp_path, real_fsverity):
         with pytest.raises(IntegrityError) as caught:
             img.read_chunk(ino, 3, tamper=lambda b: b"\1" + b[1:])
         assert caught.value.pages == {12}
+    # Nothing is stored for a hole, so nothing there can be damaged offline.
+    r = cli(["corrupt", str(tmp_path / "s.img"), "all-hole", "--page", "7"])
+    assert (r.rc, r.out) == (2, b"")
+    assert r.err == b"pagerfs: all-hole: page 7 is in a hole: nothing is stored for it\n"
+    r = cli(["corrupt", str(tmp_path / "s.img"), "middle", "--page", str((17 << 20) // 4096 + 1)])
+    assert r.rc == 0 and r.out.startswith(b"/middle: pages ")
 
 
 def test_tails_are_packed_byte_after_byte_and_keep_their_own_leaves(tmp_path, real_fsverity):
