@@ -99,8 +99,11 @@ def select_files(touched: Mapping[str, tuple[int, ...]], image_files: Iterable[s
         chosen = {path: pages for path, pages in touched.items()
                   if any(fnmatch.fnmatchcase(path, g) for g in globs)}
     if not chosen:
-        which = "the files --files selects" if globs else "any file in the image"
-        raise PlanError(f"the clean run read no page of {which}: nothing to sweep")
+        if globs:
+            raise PlanError("the clean run read no page of the files --files selects: "
+                            "nothing to sweep")
+        raise PlanError("the clean run read no page of any file in the image: nothing to "
+                        "sweep (does the command name the mount as {} or $PAGERFS_MNT?)")
     return chosen
 
 
