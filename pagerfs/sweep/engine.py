@@ -28,6 +28,7 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -45,6 +46,10 @@ CLEAN_TIMEOUT = 120.0   # bound of the clean runs when --timeout is not given
 MIN_TIMEOUT = 5.0       # the default timeout is 10x the clean run, at least this
 QUIET_BOUND = 5.0       # how long a reused mount may take to see the last run's RELEASEs
 _POLL = 0.005
+# The main thread waits for runs in slices this long: a signal the kernel hands to a
+# worker thread runs its Python handler only when the main thread next wakes, and a
+# lock wait without a timeout would never wake for it.
+_SIGNAL_SLICE = 0.2
 
 
 class SweepError(Exception):
@@ -244,6 +249,32 @@ def run_target(job: Job, target: planning.Target, golden_digest: str,
                outcome=outcome)
 
 
+def _kill_runs_first_on_signals(table: process.ProcessTable) -> Callable[[], None]:
+    """While the sweep runs, SIGINT and SIGTERM kill the running programs before the
+    handlers already set (pagerfs.testing's, which unmount everything, then raise)
+    run: unmounting under a live program would find its files open. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        before = signal.getsignal(signum)
+        if not callable(before):
+            continue
+
+        def handler(n, frame, before=before):
+            table.kill_all()
+            before(n, frame)
+
+        previous[signum] = before
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, before in previous.items():
+            signal.signal(signum, before)
+
+    return restore
+
+
 def sweep(job: Job, source: str | None, settings: Settings, baseline: Baseline,
           targets: Sequence[planning.Target],
           advance: Callable[[Run], None] = lambda run: None,
@@ -263,17 +294,23 @@ def sweep(job: Job, source: str | None, settings: Settings, baseline: Baseline,
     done: dict[int, Run] = {}
     pool_threads = concurrent.futures.ThreadPoolExecutor(max_workers=settings.jobs,
                                                          thread_name_prefix="sweep")
+    restore = _kill_runs_first_on_signals(table)
     try:
-        futures = [pool_threads.submit(one, t) for t in targets]
-        for future in concurrent.futures.as_completed(futures):
-            run = future.result()
-            if run is not None:
-                done[run.target.case] = run
-                advance(run)
+        pending = {pool_threads.submit(one, t) for t in targets}
+        while pending:
+            finished, pending = concurrent.futures.wait(
+                pending, timeout=_SIGNAL_SLICE,
+                return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                run = future.result()
+                if run is not None:
+                    done[run.target.case] = run
+                    advance(run)
     except BaseException:
         table.kill_all()
         raise
     finally:
         pool_threads.shutdown(wait=True, cancel_futures=True)
+        restore()
     return Sweep(image=job.image, source=source, command=job.command, settings=settings,
                  baseline=baseline, runs=tuple(done[t.case] for t in targets))

@@ -56,17 +56,23 @@ class ProcessTable:
         self._groups: set[int] = set()
         self.stopping = threading.Event()
 
-    def add(self, pgid: int) -> None:
+    def add(self, pgid: int) -> bool:
+        """Register a group; False (and the group is killed) once the sweep is
+        stopping: a run that started just after kill_all must not outlive it."""
         with self._lock:
-            self._groups.add(pgid)
+            if not self.stopping.is_set():
+                self._groups.add(pgid)
+                return True
+        _signal_group(pgid, signal.SIGKILL)
+        return False
 
     def discard(self, pgid: int) -> None:
         with self._lock:
             self._groups.discard(pgid)
 
     def kill_all(self) -> None:
-        self.stopping.set()
         with self._lock:
+            self.stopping.set()
             groups = list(self._groups)
         for pgid in groups:
             _signal_group(pgid, signal.SIGKILL)

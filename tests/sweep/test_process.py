@@ -75,3 +75,10 @@ def test_a_missing_command_is_one_clear_error():
 
 def test_expand_replaces_the_mount_point_and_the_output_directory():
     assert process.expand(["{}/a", "x{out}/r", "{}"], "/m", "/o") == ("/m/a", "x/o/r", "/m")
+
+
+def test_a_run_started_after_the_sweep_stopped_is_killed_at_once():
+    table = process.ProcessTable()
+    table.kill_all()
+    o = process.run(inv("sleep", "600", timeout=600), table)
+    assert o.signal == 9 and not o.timed_out

@@ -55,7 +55,7 @@ def test_an_mmap_reader_crashes_with_sigbus(run_sweep, helpers_sweep):
 def test_programs_that_ignore_read_errors_are_silent(run_sweep, helpers_sweep):
     # dd conv=noerror,sync pads what it cannot read with zeros, and says so on stderr.
     r = run_sweep("--", "sh", "-c",
-                  f"{PY} {helpers_sweep.PROGRAMS / 'ignore_errors.py'} {{}}/data.bin && "
+                  f"{PY} {helpers_sweep.PROGRAMS / 'page_reader.py'} zeros {{}}/data.bin && "
                   "dd if={}/data.bin.gz bs=4096 conv=noerror,sync status=noxfer | sha256sum")
     assert r.status == 1
     assert all_verdicts(r.doc, "data.bin") == {p: "silent" for p in DATA_PAGES}
@@ -65,7 +65,7 @@ def test_programs_that_ignore_read_errors_are_silent(run_sweep, helpers_sweep):
 
 
 def test_a_retry_masks_a_transient_fault_but_not_a_persistent_one(run_sweep, helpers_sweep):
-    program = ("--", PY, helpers_sweep.PROGRAMS / "retry_once.py", "{}/data.bin")
+    program = ("--", PY, helpers_sweep.PROGRAMS / "page_reader.py", "retry-once", "{}/data.bin")
     transient = run_sweep("--transient", "--error", "IO", *program)
     assert transient.status == 0, transient.err
     assert all_verdicts(transient.doc, "data.bin") == {p: "masked" for p in DATA_PAGES}
@@ -105,10 +105,17 @@ def test_an_interrupted_sweep_ends_its_runs_and_mounts(image, tmp_path, helpers_
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=str(tmpdir)),
         # A test runner may have SIGINT ignored; the sweep must see it as a user's ^C.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    with open(fifo) as f:
-        assert f.readline() == "hung\n"  # a run hangs, on its own mount
-    sweep.send_signal(signum)
-    out, err = sweep.communicate(timeout=60)
+    try:
+        with open(fifo) as f:
+            assert f.readline() == "hung\n"  # a run hangs, on its own mount
+        sweep.send_signal(signum)
+        out, err = sweep.communicate(timeout=60)
+    finally:
+        if sweep.poll() is None:  # the test failed: leave nothing of its own running
+            sweep.kill()
+            found = subprocess.run(["pgrep", "-f", f"^{marker}"], capture_output=True)
+            for pid in found.stdout.split():
+                os.kill(int(pid), signal.SIGKILL)
     assert (sweep.returncode, err, out) == (130, b"pagerfs: interrupted\n", b"")
     assert subprocess.run(["pgrep", "-f", f"^{marker}"], capture_output=True).stdout == b""
     assert helpers_sweep.pagerfs_mounts(tmpdir) == []
@@ -146,7 +153,7 @@ def test_reused_mounts_give_the_verdicts_of_fresh_ones(run_sweep, helpers_sweep)
     # The most state-sensitive programs: one counts on the page cache's retry of a
     # transient fault, one maps the file.
     program = ("--transient", "--group", "2", "--", "sh", "-c",
-               f"{PY} {helpers_sweep.PROGRAMS / 'retry_once.py'} {{}}/data.bin; "
+               f"{PY} {helpers_sweep.PROGRAMS / 'page_reader.py'} retry-once {{}}/data.bin; "
                f"exec {PY} {helpers_sweep.PROGRAMS / 'mmap_hash.py'} {{}}/data.bin.gz")
     reused = run_sweep(*program)
     fresh = run_sweep("--fresh-mounts", *program)
@@ -170,14 +177,14 @@ def test_a_directory_is_built_first_and_files_globs_narrow_the_sweep(run_sweep, 
 def test_output_files_are_compared(run_sweep, helpers_sweep):
     # stdout says nothing; the result goes to a file, and a wrong one is silent.
     r = run_sweep("--output", "{out}/sum", "--", "sh", "-c",
-                  f"{PY} {helpers_sweep.PROGRAMS / 'ignore_errors.py'} {{}}/data.bin "
+                  f"{PY} {helpers_sweep.PROGRAMS / 'page_reader.py'} zeros {{}}/data.bin "
                   "> $PAGERFS_OUT/sum")
     assert all_verdicts(r.doc, "data.bin") == {p: "silent" for p in DATA_PAGES}
 
 
 def test_replay_reruns_one_case_and_shows_its_stderr(run_sweep, image, tmp_path,
                                                      helpers_sweep):
-    r = run_sweep("--", PY, helpers_sweep.PROGRAMS / "retry_once.py", "{}/data.bin")
+    r = run_sweep("--", PY, helpers_sweep.PROGRAMS / "page_reader.py", "retry-once", "{}/data.bin")
     path = tmp_path / "replay.json"
     path.write_text(__import__("json").dumps(r.doc))
     again = helpers_sweep.sweep("--replay", path, "--case", "3")
