@@ -32,12 +32,13 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from pagerfs import testing
 from pagerfs.sweep import plan as planning
 from pagerfs.sweep import process
-from pagerfs.sweep.residency import resident_pages
+from pagerfs.sweep.residency import read_ahead_kb, resident_pages
 from pagerfs.sweep.results import Baseline, Run, Settings, Sweep
 from pagerfs.sweep.verdict import Outcome, classify, signal_name
 
@@ -184,6 +185,12 @@ def clean_runs(job: Job, pool: MountPool | None = None) -> tuple[Baseline, dict[
     mount of the pool, which the sweep then reuses); (baseline, the image's files and
     their sizes)."""
     with _mount(job, trace=True) as m:
+        window = read_ahead_kb(m.path)
+        if window:
+            # Setting it needs root; the daemon carries on without (best effort).
+            warnings.warn(f"pagerfs: warning: the mount's kernel read-ahead window is "
+                          f"{window} KiB, not 0 (not root?): the trace may name pages "
+                          f"only read ahead, whose runs then come out not-reached")
         mark = m.mark()
         golden = run_in(m, job)
         events = m.trace(since=mark)

@@ -1,5 +1,6 @@
-"""How many of a file's pages the kernel's page cache holds (mincore(2)), without
-reading any: the check that a reused mount gives a run a cold file."""
+"""What the kernel does with a mount's pages: how many of a file's pages its page cache
+holds (mincore(2), reading none: the check that a reused mount gives a run a cold
+file), and the mount's read-ahead window (which must be 0 for a precise trace)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
 _MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def read_ahead_kb(path) -> int | None:
+    """The read-ahead window of the filesystem holding `path` (its bdi), in KiB; None
+    where sysfs does not say."""
+    dev = os.stat(path).st_dev
+    try:
+        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 def resident_pages(path) -> int:
