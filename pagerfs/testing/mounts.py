@@ -60,7 +60,8 @@ _live: dict[int, "Mount"] = {}
 # Daemons still serving lazily detached mounts, by pidfd (a pid could be reused by the
 # time the sweep runs; a pidfd names that very process).
 _lingering: list[int] = []
-_lock = threading.Lock()
+# Reentrant: the SIGTERM/SIGINT sweep runs in the main thread, which may hold it.
+_lock = threading.RLock()
 _sweep_installed = False
 # The process whose mounts these are: a child forked from it (which inherits these
 # tables, the atexit hook and the signal handlers) must not unmount its parent's.

@@ -22,7 +22,7 @@ class Starter:
     of a mount's time), else as a plain subprocess."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: the signal sweep stops the server
         self._server: subprocess.Popen | None = None
         self._broken = False
         self._pid = os.getpid()
