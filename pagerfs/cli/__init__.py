@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except CommandError as err:
         return fail(str(err), err.exit_status)
+    except ImportError as err:  # a native module not built, imported by a command
+        return fail(str(err), EXIT_UNUSABLE)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except BrokenPipeError:

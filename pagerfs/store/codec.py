@@ -8,8 +8,12 @@ tests' oracle, not a substitute.)
 
 from __future__ import annotations
 
+import importlib
+
 try:
-    from pagerfs.store import _codec as native
+    # By its full name: `from pagerfs.store import _codec` inside the package's own
+    # import would blame a circular import instead of the missing module.
+    native = importlib.import_module("pagerfs.store._codec")
 except ImportError as err:
     raise ImportError(
         f"the native codec pagerfs.store._codec is not built ({err}); run tools/setup, or "

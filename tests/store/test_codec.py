@@ -14,6 +14,8 @@ import errno
 import hashlib
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -234,3 +236,17 @@ def test_raw_blocks_of_the_wrong_length_and_lz4_that_decodes_short():
         got = outcome(_codec, "decode_block", *args)
         assert got == outcome(_codec_py, "decode_block", *args)
         assert got[:2] == ("raised", "DecodeError")
+
+
+@pytest.mark.parametrize("module", ["pagerfs.store._codec", "pagerfs.zircon._gather"])
+def test_a_missing_native_module_is_one_line_not_a_traceback(module):
+    # As on a machine where pip could not build it: the import fails, and every command
+    # says so in one line, exit status 2, instead of running without it.
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from pagerfs.cli import main\n"
+            "sys.exit(main(['mount', '/nonexistent.img', '/nonexistent']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done
+    assert done.stderr.startswith("pagerfs: ") and done.stderr.count("\n") == 1, done.stderr
+    assert module in done.stderr and "tools/setup" in done.stderr
