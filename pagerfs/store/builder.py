@@ -165,10 +165,6 @@ class _Piece(NamedTuple):
     hole_pages: int = 0
 
 
-def _hole_chunks(start: int, length: int, cs: int) -> _Piece:
-    return _Piece(b"", [], b"", b"", b"", b"", -(-length // cs), fmt.pages_of(length))
-
-
 def _data_runs(path: bytes, size: int, cs: int) -> list[tuple[bool, int, int]]:
     """(hole, first chunk, chunks) runs covering the file's chunks, found with
     SEEK_DATA / SEEK_HOLE: a chunk is a hole when no byte of it is data. A file system
@@ -208,8 +204,8 @@ def _data_runs(path: bytes, size: int, cs: int) -> list[tuple[bool, int, int]]:
 
 def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool,
                 hole: bool = False) -> _Piece:
-    if hole:
-        return _hole_chunks(start, length, cs)
+    if hole:  # nothing to read: the reader makes its zeros
+        return _Piece(b"", [], b"", b"", b"", b"", -(-length // cs), fmt.pages_of(length))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:

@@ -84,7 +84,6 @@ class ChunkPages:
     first_page: int
     verified: range  # file pages checked
     bad: frozenset[int]  # file pages of `verified` whose hash did not match
-    hole: bool = False  # all zeros, nothing stored: a pager may supply zero pages as they are
 
     def good(self) -> list[int]:
         """The verified pages that passed, in order."""
@@ -500,7 +499,7 @@ class Image:
         to it is found by the same page hashes (the zero page's) as any other."""
         data = bytes(length)
         if tamper is None:
-            return ChunkPages(data, chunk_first, range(lo, hi), frozenset(), hole=True)
+            return ChunkPages(data, chunk_first, range(lo, hi), frozenset())
         got = tamper(data)
         if len(got) != length:
             raise IntegrityError(self.path_of(ino), chunk_first, chunk_first + fmt.pages_of(length) - 1,
