@@ -332,6 +332,8 @@ def foreground(image, image_path: str, mountpoint: str, options: MountOptions,
             failure.append(error)
 
     status = serve(image, image_path, mountpoint, options, trace_path, ready, faults)
-    if failure:
+    # A clean end before readiness is a stop the user asked for (Ctrl-C as the mount
+    # came up): nobody waits to be told, so it is no failure of the mount.
+    if failure and status != 0:
         raise MountError(failure[0])
     return status

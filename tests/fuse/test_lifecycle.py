@@ -147,6 +147,34 @@ def test_foreground_mount_serves_until_interrupted(image, tmp_path, helpers):
             subprocess.run(["fusermount3", "-uz", str(where)])
 
 
+def test_ctrl_c_as_a_foreground_mount_comes_up_is_a_clean_stop(image, tmp_path, helpers):
+    """SIGINT the moment the mount appears, before the daemon has set its read-ahead
+    window and called itself ready: the user asked it to stop, so it unmounts and
+    exits 0 rather than reporting a failed mount."""
+    helpers.require_fuse()
+    where = tmp_path / "m"
+    where.mkdir()
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "pagerfs", "mount", "-f", str(image),
+                                 str(where)], stderr=subprocess.PIPE, text=True,
+                                cwd=helpers.REPO)
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.ismount(where):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0, proc.stderr.read()
+            assert not os.path.ismount(where)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stderr.close()
+            if os.path.ismount(where):
+                subprocess.run(["fusermount3", "-uz", str(where)])
+
+
 def vm_rss(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
