@@ -386,7 +386,8 @@ def _batches(files: list[_Node], cs: int):
         yield nodes, batch, nbytes
 
 
-def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -> _Writer:
+def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance,
+                checkpoint: Callable[[], None]) -> _Writer:
     for node in files:
         if node.st.st_size == 0:
             node.digest = verity.fsverity_digest(b"")
@@ -401,6 +402,7 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance) -
 
         def consume() -> None:
             nonlocal inflight
+            checkpoint()
             nodes, nbytes, fut = window.popleft()
             inflight -= nbytes
             for (node, length, last), piece in zip(nodes, fut.result()):
@@ -520,19 +522,30 @@ def build_image(source: str | bytes, dest: str | bytes, *, chunk_size: int = fmt
     file_bytes = sum(n.st.st_size for n in files)
     start(file_bytes, len(files))
     # Ctrl-C or SIGTERM (made KeyboardInterrupt by the CLI) must not land between the
-    # temporary file's creation and the `try` that removes it: hold them off until then.
+    # temporary file's creation and the `try` that removes it, nor inside the thread
+    # pools' locks, where a KeyboardInterrupt can leave a lock taken that a worker then
+    # waits on forever: hold them off while the workers run (the workers, started from
+    # this thread, inherit the mask) and let them in only at the checkpoints.
     stop = {signal.SIGINT, signal.SIGTERM}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+
+    def checkpoint() -> None:
+        if signal.sigpending() & stop:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # its handler raises here
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+
     try:
         fd, tmp = _temp_beside(dest)
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         raise
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             out.write(bytes(fmt.HEADER_SIZE))
-            writer = _write_data(out, files, chunk_size, jobs, advance)
+            try:
+                writer = _write_data(out, files, chunk_size, jobs, advance, checkpoint)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             data_end = writer.offset
             tables = _tables(nodes, writer)
             entries, offset = {}, data_end
