@@ -1,6 +1,7 @@
 """The daemon's life: clear refusals, clean ends on signals, ENOTCONN after a crash,
 `pagerfs umount` for both, and a page budget that bounds its memory."""
 
+import contextlib
 import errno
 import os
 import select
@@ -122,22 +123,18 @@ def test_umount_waits_for_the_daemon_and_refuses_when_busy(image, tmp_path, help
         wait_exit(pid, timeout=0)  # umount returned only once the daemon was gone
 
 
-def test_foreground_mount_serves_until_interrupted(image, tmp_path, helpers):
-    helpers.require_fuse()
-    where = tmp_path / "m"
-    where.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "pagerfs", "mount", "-f", str(image), str(where)],
-                            stderr=subprocess.PIPE, text=True,
-                            cwd=helpers.REPO)
+@contextlib.contextmanager
+def foreground_mount(image, where, helpers, poll: float):
+    """`pagerfs mount -f`, yielded once the mount appears (-f has no readiness signal
+    but the mount itself); killed and detached on the way out if still there."""
+    proc = subprocess.Popen([sys.executable, "-m", "pagerfs", "mount", "-f", str(image),
+                             str(where)], stderr=subprocess.PIPE, text=True, cwd=helpers.REPO)
     try:
         deadline = time.monotonic() + 30
-        while not os.path.ismount(where):  # -f has no readiness signal but the mount itself
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
-            time.sleep(0.02)
-        assert (where / "hello.txt").read_text() == "hello, pager\n"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-        assert not os.path.ismount(where)
+        while not os.path.ismount(where):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(poll)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -145,6 +142,17 @@ def test_foreground_mount_serves_until_interrupted(image, tmp_path, helpers):
         proc.stderr.close()
         if os.path.ismount(where):
             subprocess.run(["fusermount3", "-uz", str(where)])
+
+
+def test_foreground_mount_serves_until_interrupted(image, tmp_path, helpers):
+    helpers.require_fuse()
+    where = tmp_path / "m"
+    where.mkdir()
+    with foreground_mount(image, where, helpers, poll=0.02) as proc:
+        assert (where / "hello.txt").read_text() == "hello, pager\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not os.path.ismount(where)
 
 
 def test_ctrl_c_as_a_foreground_mount_comes_up_is_a_clean_stop(image, tmp_path, helpers):
@@ -155,24 +163,10 @@ def test_ctrl_c_as_a_foreground_mount_comes_up_is_a_clean_stop(image, tmp_path, 
     where = tmp_path / "m"
     where.mkdir()
     for _ in range(5):
-        proc = subprocess.Popen([sys.executable, "-m", "pagerfs", "mount", "-f", str(image),
-                                 str(where)], stderr=subprocess.PIPE, text=True,
-                                cwd=helpers.REPO)
-        try:
-            deadline = time.monotonic() + 30
-            while not os.path.ismount(where):
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.001)
+        with foreground_mount(image, where, helpers, poll=0.001) as proc:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 0, proc.stderr.read()
             assert not os.path.ismount(where)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            proc.stderr.close()
-            if os.path.ismount(where):
-                subprocess.run(["fusermount3", "-uz", str(where)])
 
 
 def vm_rss(pid):
