@@ -318,11 +318,9 @@ class RequestServer:
                 first, count = img.chunk_pages(ino, index)
                 if faults and faults.guarded(first, first + count - 1):
                     continue  # a rule must act on the request that really asks
-                try:
-                    data = img.read_chunk(ino, index)
-                except (IntegrityError, StoreIOError):
-                    continue  # the real request will meet the damage and fail its pages
-                self.stats.add(ino, chunks_read=1, bytes_read_from_image=len(data))
+                data = self._read_unasked(ino, index)
+                if data is None:
+                    continue
                 claim.data = data
                 try:
                     self._supply_run(aux, ino, vmo, first, data, first, count)
@@ -339,18 +337,25 @@ class RequestServer:
 
     def supply_chunk(self, aux: int, ino: int, vmo: int, index: int) -> None:
         """Supply a whole chunk nobody has asked for (a small file being opened); best
-        effort, as read-ahead: damage is left for the real request to meet and fail."""
-        img = self.image
-        try:
-            data = img.read_chunk(ino, index)
-        except (IntegrityError, StoreIOError):
+        effort, as read-ahead."""
+        data = self._read_unasked(ino, index)
+        if data is None:
             return
-        self.stats.add(ino, chunks_read=1, bytes_read_from_image=len(data))
-        first, count = img.chunk_pages(ino, index)
+        first, count = self.image.chunk_pages(ino, index)
         try:
             self._supply_run(aux, ino, vmo, first, data, first, count)
         except VmoGone:
             pass
+
+    def _read_unasked(self, ino: int, index: int) -> bytes | None:
+        """A whole chunk, verified, for a supply nobody asked for; None if damaged: the
+        real request will meet the damage and fail its pages."""
+        try:
+            data = self.image.read_chunk(ino, index)
+        except (IntegrityError, StoreIOError):
+            return None
+        self.stats.add(ino, chunks_read=1, bytes_read_from_image=len(data))
+        return data
 
     def _serve_chunks(self, aux: int, req: Request, faults: FaultSet | None) -> None:
         img = self.image
