@@ -10,6 +10,13 @@ EXIT_OK = 0
 EXIT_DAMAGE = 1
 EXIT_UNUSABLE = 2
 
+# The control channel's attributes (served by pagerfs/fuse/xattrs.py), as the commands
+# and pagerfs.testing drive them.
+STATS = "user.pagerfs.stats"
+FAULT = "user.pagerfs.fault"
+FAULTS = "user.pagerfs.faults"
+UNFAULT = "user.pagerfs.unfault"
+
 
 class CommandError(Exception):
     """A failure to report as one line and an exit status."""

@@ -13,12 +13,8 @@ import os
 import re
 
 from pagerfs.cli import unmount
-from pagerfs.cli.common import EXIT_OK, EXIT_UNUSABLE, CommandError
-
-STATS = unmount.STATS
-FAULT = "user.pagerfs.fault"
-FAULTS = "user.pagerfs.faults"
-UNFAULT = "user.pagerfs.unfault"
+from pagerfs.cli.common import (EXIT_OK, EXIT_UNUSABLE, FAULT, FAULTS, STATS, UNFAULT,
+                                CommandError)
 
 MOUNT_HELP = """\
 Mount options (-o, comma separated, may repeat):

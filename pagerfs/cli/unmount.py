@@ -18,9 +18,8 @@ import subprocess
 import threading
 import time
 
-from pagerfs.cli.common import CommandError
+from pagerfs.cli.common import STATS, CommandError
 
-STATS = "user.pagerfs.stats"
 # How long an unmount waits for releases in flight before it calls the mount busy.
 RELEASE_WAIT = 2.0
 _POLL = 0.005

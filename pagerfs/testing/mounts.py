@@ -24,17 +24,13 @@ import warnings
 from pathlib import Path
 
 from pagerfs.cli import unmount as _unmount
-from pagerfs.cli.common import CommandError
+from pagerfs.cli.common import FAULT, FAULTS, STATS, UNFAULT, CommandError
 from pagerfs.testing.errors import (FuseUnavailable, MountError, OpenFilesWarning,
                                     PagerfsError, RuleError)
 from pagerfs.testing.images import Image
 from pagerfs.testing.rules import Rule, as_rule
 from pagerfs.testing.starter import starter
 
-FAULT = "user.pagerfs.fault"
-UNFAULT = "user.pagerfs.unfault"
-FAULTS = "user.pagerfs.faults"
-STATS = "user.pagerfs.stats"
 # How long a clean daemon may take to exit after its unmount before it is killed.
 _EXIT_WAIT = 5.0
 
