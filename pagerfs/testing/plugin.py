@@ -23,7 +23,9 @@ import pytest
 from pagerfs import testing
 
 
-def _no_fuse(reason: str) -> None:
+def no_fuse(reason: str) -> None:
+    """Skip the running test because FUSE cannot work here, or fail it where
+    PAGERFS_REQUIRE_FUSE=1 says FUSE must."""
     if os.environ.get("PAGERFS_REQUIRE_FUSE") == "1":
         pytest.fail(f"PAGERFS_REQUIRE_FUSE=1 but {reason}", pytrace=False)
     pytest.skip(reason)
@@ -40,7 +42,7 @@ class MountManager:
         try:
             m = testing.mount(image, mountpoint, **options)
         except testing.FuseUnavailable as err:
-            _no_fuse(err.reason)
+            no_fuse(err.reason)
         self.mounts.append(m)
         return m
 
@@ -61,7 +63,7 @@ def pagerfs():
     arguments of pagerfs.testing.mount and returns a testing.Mount."""
     reason = testing.fuse_missing_reason()
     if reason:
-        _no_fuse(reason)
+        no_fuse(reason)
     manager = MountManager()
     yield manager
     problems = manager.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pagerfs import testing
+from pagerfs.testing import plugin
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = 4096
@@ -33,11 +34,8 @@ def fuse_missing_reason() -> str | None:
 
 def require_fuse() -> None:
     reason = fuse_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("PAGERFS_REQUIRE_FUSE") == "1":
-        pytest.fail(f"PAGERFS_REQUIRE_FUSE=1 but {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        plugin.no_fuse(reason)
 
 
 def pagerfs_cli(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
