@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from typing import Callable
 
 import pyfuse3
@@ -55,16 +56,21 @@ class _Reply:
     """Carries a read's result from the pager thread that completes it to the waiting
     handler: one wake-up of the trio thread, no worker thread in between."""
 
-    __slots__ = ("_token", "_event", "_result")
+    __slots__ = ("_token", "_thread", "_event", "_result")
 
     def __init__(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
         self._event = trio.Event()
         self._result: tuple[int, bytes | None] = (zx.ZX_ERR_INTERNAL, None)
 
     def __call__(self, status: int, data: bytes | None) -> None:
         # Runs inside the pager's supply or FAIL: must not block or raise.
         self._result = (status, data)
+        if threading.get_ident() == self._thread:
+            # The handler's own thread served the request (UserPager.serve_here).
+            self._event.set()
+            return
         try:
             self._token.run_sync_soon(self._event.set)
         except trio.RunFinishedError:

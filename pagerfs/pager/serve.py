@@ -212,6 +212,17 @@ class RequestServer:
                 self._supply(aux, req, first, data,
                              [p for p in range(lo, hi) if p not in lost], count=fresh)
 
+    def serves_alone(self, ino: int, offset: int, length: int) -> bool:
+        """Whether serving the request needs no other thread (on a file without rules):
+        it lies in one chunk, which read-ahead does not hold (a request for a chunk
+        read-ahead is reading waits for it)."""
+        first = offset // PAGE
+        chunks = self.image.chunk_range(ino, first, (offset + length) // PAGE - first)
+        if len(chunks) != 1:
+            return False
+        with self._streams_lock:
+            return (ino, chunks.start) not in self._claims
+
     def _claimed(self, ino: int, index: int) -> bool:
         """Whether read-ahead has the chunk (then _chunk shares its work)."""
         with self._streams_lock:

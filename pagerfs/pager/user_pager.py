@@ -73,6 +73,11 @@ class UserPager:
         # The aux VMO of whichever thread opens files (see open).
         self._open_aux = zx.zx_vmo_create(image.chunk_size, 0)
         self._open_lock = threading.Lock()
+        # serve_here: the aux VMO of the thread that serves its own request, and the
+        # requests it took from the port but must leave to a pager thread.
+        self._here_aux = zx.zx_vmo_create(image.chunk_size, 0)
+        self._here_lock = threading.Lock()
+        self._handoff: collections.deque = collections.deque()
         self._opened = bytearray()  # by inode: 1 once opened (see open)
         zx.scanner_set_limit(budget)
         self._threads = [
@@ -216,6 +221,55 @@ class UserPager:
         with self._lock:
             return len(self._vmos)
 
+    # -- serving in the reader's thread -----------------------------------------------
+
+    def serve_here(self) -> None:
+        """Serve a page request that is waiting on the port in the calling thread, if
+        it is one that needs no other thread: one chunk at most, that read-ahead does
+        not hold, of a file without fault rules (a random miss, mostly). Call it right after a read parked on a request (vmo_read_async gave
+        None), from a thread that must not wait for another (the trio thread).
+
+        A random miss otherwise costs two thread hand-offs, the port's wake-up of a
+        pager thread and the pager thread's wake-up of the reader, which on this
+        machine cost about as much as the cold pread and lz4 of the chunk. Here the
+        reader's thread takes the packet itself (zx_port_wait with a deadline already
+        past: a pager thread woken for it finds the port empty and waits on), serves
+        it through the same RequestServer, every byte through zx_pager_supply_pages,
+        and its read is complete when this returns. Any other packet it took (a
+        stream's, a file with rules: they may wait on read-ahead or sleep in a
+        delay_ms rule) is handed to a pager thread.
+        """
+        try:
+            packet = zx.zx_port_wait(self.port, 0)
+        except zx.ZxError:
+            return  # a pager thread has it already
+        if not self._served_here(packet):
+            self._handoff.append(packet)
+            # A COMPLETE packet of a VMO of no file wakes a pager thread, which looks
+            # at the hand-offs before anything else.
+            zx.zx_handle_close(zx.zx_pager_create_vmo(self.pager, 0, self.port, _WAKE_KEY, PAGE))
+
+    def _served_here(self, packet) -> bool:
+        """Serve the packet if it is a random miss on a file without rules; False (and
+        nothing done) otherwise."""
+        request = packet.page_request
+        if packet.type != zx.ZX_PKT_TYPE_PAGE_REQUEST or request.command != zx.ZX_PAGER_VMO_READ:
+            return False
+        ino = packet.key
+        faults = self._faults.get(ino)
+        if faults or not self.server.serves_alone(ino, request.offset, request.length):
+            return False
+        with self._serving(ino, wait=False) as (handle, faults):
+            if handle is None:
+                # Closed (the detach ended the request), or rules are being changed.
+                return faults is None
+            if faults:
+                return False  # armed since: a rule may sleep, and not in this thread
+            with self._here_lock:
+                self.server.serve(self._here_aux, ino, handle, request.offset,
+                                  request.length, faults)
+        return True
+
     # -- the pool ---------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -233,12 +287,24 @@ class UserPager:
                     continue
                 if self._stop.is_set():
                     return
-                try:
-                    self._handle(aux, packet)
-                except Exception:  # a pager thread must outlive any one request
-                    log.exception("pager thread: unexpected error")
+                self._handle_handoffs(aux)
+                self._handle_safely(aux, packet)
         finally:
             zx.zx_handle_close(aux)
+
+    def _handle_safely(self, aux: int, packet) -> None:
+        try:
+            self._handle(aux, packet)
+        except Exception:  # a pager thread must outlive any one request
+            log.exception("pager thread: unexpected error")
+
+    def _handle_handoffs(self, aux: int) -> None:
+        while True:
+            try:
+                packet = self._handoff.popleft()
+            except IndexError:
+                return
+            self._handle_safely(aux, packet)
 
     def _schedule_ahead(self, ino: int, indices: range) -> None:
         with self._idle:
@@ -342,5 +408,6 @@ class UserPager:
         zx.zx_handle_close(self.port)
         zx.zx_handle_close(self.pager)
         zx.zx_handle_close(self._open_aux)
+        zx.zx_handle_close(self._here_aux)
         zx.scanner_set_limit(None)
         self.trace.close()

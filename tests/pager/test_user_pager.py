@@ -354,3 +354,63 @@ def test_a_small_file_with_a_rule_waits_for_the_request_the_rule_acts_on(pager):
         assert pager.committed_pages(ino) == 0
         assert outcome(vmo, 0, 11) == zx.ZX_ERR_IO
         assert outcome(vmo, 0, 11) == b"small file\n"  # count=1: the next request is served
+
+
+def _read_from(vmo, offset, length, serve_here):
+    """vmo_read_async, then serve_here in this thread; (data, thread that ended it)."""
+    import threading
+    ended = threading.Event()
+    got = []
+
+    def done(status, data):
+        got.append((status, data, threading.get_ident()))
+        ended.set()
+
+    data = zx.vmo_read_async(vmo, offset, length, done)
+    assert data is None  # the pages were absent: the read parked on a request
+    serve_here()
+    assert ended.wait(30)
+    status, data, thread = got[0]
+    return (data if status == zx.ZX_OK else status), thread
+
+
+def test_a_random_miss_is_served_in_the_readers_own_thread(source):
+    import threading
+    data, image_path = source
+    # No pager thread at all: only serve_here can answer.
+    with Image.open(image_path) as image, own_pager(image, threads=0) as up, \
+            file_vmo(up, b"f") as (ino, vmo):
+        got, thread = _read_from(vmo, 9 * PAGE, PAGE, up.serve_here)
+        assert got == data[9 * PAGE:10 * PAGE]
+        assert thread == threading.get_ident()
+        assert up.stats.snapshot(ino)["page_requests"] == 1
+
+
+def test_serve_here_leaves_streams_and_rules_to_the_pager_threads(source):
+    import threading
+    data, image_path = source
+    with Image.open(image_path) as image, own_pager(image, threads=1, read_ahead=0) as up, \
+            file_vmo(up, b"f") as (ino, vmo):
+        # Two chunks: never in the reader's thread, whichever thread took the packet.
+        got, thread = _read_from(vmo, 2 * PAGE, 4 * PAGE, up.serve_here)
+        assert got == data[2 * PAGE:6 * PAGE]
+        assert thread != threading.get_ident()
+        # A file with a rule (which may sleep): a pager thread applies it.
+        up.add_fault(ino, parse_rule("pages=13 error=IO_DATA_INTEGRITY"))
+        got, thread = _read_from(vmo, 13 * PAGE, PAGE, up.serve_here)
+        assert got == zx.ZX_ERR_IO_DATA_INTEGRITY
+        assert thread != threading.get_ident()
+
+
+def test_what_serve_here_leaves_waits_for_a_pager_thread(source):
+    _, image_path = source
+    with Image.open(image_path) as image, own_pager(image, threads=0, read_ahead=0) as up:
+        ino = image.resolve(b"f")
+        vmo = up.open(ino)
+        ended = []
+        assert zx.vmo_read_async(vmo, 2 * PAGE, 4 * PAGE,
+                                 lambda status, data: ended.append(status)) is None
+        up.serve_here()  # two chunks: handed on, not served
+        assert ended == [] and len(up._handoff) == 1
+        up.close(ino)  # the detach ends the request nobody served
+        assert ended == [zx.ZX_ERR_BAD_STATE]
