@@ -8,10 +8,9 @@
  *
  * Verification works on byte regions of the uncompressed block, each hashed page by page
  * (4 KiB, the last page of a region zero padded, as fs-verity pads a file's last block),
- * so a file's pages may start at any byte offset of a block: a tail packed without
- * padding is one region. Without regions the whole block is checked with one hash
- * against its block digest (SHA-256 of the bytes followed by the block's page hashes),
- * and page by page only when that fails, to say which pages are bad.
+ * so any byte region of a block can be checked against hashes of its own. The store
+ * checks whole pages of a block against the block's page hashes (format 5): without
+ * regions, every page of the block, in one call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -113,7 +112,6 @@ typedef struct {
 } Region;
 
 typedef struct {
-    Py_buffer digest;  /* .buf NULL: no digest check */
     Py_buffer hashes;
     Region *regions;
     Region whole;      /* regions points here when the caller gave none */
@@ -125,8 +123,6 @@ typedef struct {
 static void
 check_release(Check *c)
 {
-    if (c->digest.buf)
-        PyBuffer_Release(&c->digest);
     if (c->hashes.buf)
         PyBuffer_Release(&c->hashes);
     if (c->regions != &c->whole)
@@ -136,26 +132,14 @@ check_release(Check *c)
     c->bad = NULL;
 }
 
-/* Parse (digest, hashes, regions) for a block of `length` bytes; -1 with an exception. */
+/* Parse (hashes, regions) for a block of `length` bytes; -1 with an exception. */
 static int
-check_parse(Check *c, Py_ssize_t length, PyObject *digest, PyObject *hashes, PyObject *regions)
+check_parse(Check *c, Py_ssize_t length, PyObject *hashes, PyObject *regions)
 {
     memset(c, 0, sizeof *c);
     c->regions = &c->whole;
     if (PyObject_GetBuffer(hashes, &c->hashes, PyBUF_SIMPLE) < 0)
         return -1;
-    if (digest != Py_None) {
-        if (regions != Py_None) {
-            PyErr_SetString(PyExc_ValueError, "a block digest verifies whole blocks: give no regions");
-            goto fail;
-        }
-        if (PyObject_GetBuffer(digest, &c->digest, PyBUF_SIMPLE) < 0)
-            goto fail;
-        if (c->digest.len != HASH) {
-            PyErr_SetString(PyExc_ValueError, "a block digest is 32 bytes");
-            goto fail;
-        }
-    }
     if (regions == Py_None) {
         c->whole.offset = 0;
         c->whole.length = length;
@@ -209,16 +193,10 @@ fail:
 /* The bad pages of `data` (indices into the hashes, in order) into c->bad; their count,
  * or -1 if OpenSSL failed. No GIL needed. */
 static Py_ssize_t
-check_run(const Check *c, EVP_MD_CTX *ctx, const unsigned char *data, size_t length)
+check_run(const Check *c, EVP_MD_CTX *ctx, const unsigned char *data)
 {
     const unsigned char *want = c->hashes.buf;
     unsigned char got[HASH];
-    if (c->digest.buf) {
-        if (sha256_cat(ctx, data, length, want, c->npages * HASH, got) < 0)
-            return -1;
-        if (memcmp(got, c->digest.buf, HASH) == 0)
-            return 0;
-    }
     Py_ssize_t nbad = 0, page = 0;
     for (Py_ssize_t i = 0; i < c->nregions; i++) {
         const Region *r = &c->regions[i];
@@ -229,13 +207,6 @@ check_run(const Check *c, EVP_MD_CTX *ctx, const unsigned char *data, size_t len
             if (memcmp(got, want + page * HASH, HASH) != 0)
                 c->bad[nbad++] = page;
         }
-    }
-    if (c->digest.buf && nbad == 0) {
-        /* The digest fails and every page hash matches: the metadata contradicts itself
-         * (only a forger who rewrote the digest makes that), so no page is trusted. */
-        for (page = 0; page < c->npages; page++)
-            c->bad[page] = page;
-        nbad = c->npages;
     }
     return nbad;
 }
@@ -301,7 +272,7 @@ decode_and_check(const Check *c, const unsigned char *src, size_t stored, unsign
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (ctx == NULL)
         return NO_MEMORY;
-    *nbad = check_run(c, ctx, dst, raw);
+    *nbad = check_run(c, ctx, dst);
     EVP_MD_CTX_free(ctx);
     return *nbad < 0 ? HASH_FAILED : OK;
 }
@@ -333,25 +304,24 @@ result(PyObject *data, const Check *c, Py_ssize_t nbad)
 /* ---- entry points ---------------------------------------------------------------- */
 
 PyDoc_STRVAR(read_block_doc,
-"read_block(fd, offset, stored_len, raw_len, digest, hashes, regions=None) -> (data, bad)\n\n"
+"read_block(fd, offset, stored_len, raw_len, hashes, regions=None) -> (data, bad)\n\n"
 "pread the stored block (stored_len bytes at offset; stored raw when stored_len ==\n"
 "raw_len), lz4-decode it to raw_len bytes and verify it, all without the GIL.\n"
-"regions None: the whole block against `digest` and its page `hashes`; else the pages\n"
-"of each (offset, length) byte region against `hashes` (theirs, concatenated; digest\n"
-"None). bad: indices into hashes of the pages that failed. Raises OSError (pread),\n"
+"regions None: every page of the block against its page `hashes`; else the pages\n"
+"of each (offset, length) byte region against `hashes` (theirs, concatenated).\n"
+"bad: indices into hashes of the pages that failed. Raises OSError (pread),\n"
 "ShortReadError (the image ends early), DecodeError (lz4 garbage, wrong length).");
 
 static PyObject *
 read_block(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"fd", "offset", "stored_len", "raw_len", "digest", "hashes",
-                            "regions", NULL};
+    static char *names[] = {"fd", "offset", "stored_len", "raw_len", "hashes", "regions", NULL};
     int fd;
     long long offset;
     Py_ssize_t stored, raw;
-    PyObject *digest, *hashes, *regions = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iLnnOO|O:read_block", names, &fd, &offset,
-                                     &stored, &raw, &digest, &hashes, &regions))
+    PyObject *hashes, *regions = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iLnnO|O:read_block", names, &fd, &offset,
+                                     &stored, &raw, &hashes, &regions))
         return NULL;
     if (!valid_lengths(stored, raw))
         return NULL;
@@ -360,7 +330,7 @@ read_block(PyObject *self, PyObject *args, PyObject *kw)
         return NULL;
     }
     Check c;
-    if (check_parse(&c, raw, digest, hashes, regions) < 0)
+    if (check_parse(&c, raw, hashes, regions) < 0)
         return NULL;
     PyObject *out = PyBytes_FromStringAndSize(NULL, raw);
     if (out == NULL) {
@@ -401,7 +371,7 @@ read_block(PyObject *self, PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(decode_block_doc,
-"decode_block(stored, raw_len, compressed, digest, hashes, regions=None) -> (data, bad)\n\n"
+"decode_block(stored, raw_len, compressed, hashes, regions=None) -> (data, bad)\n\n"
 "read_block for stored bytes already in memory (fault injection alters them between the\n"
 "pread and the decode). compressed: the block table says lz4 (stored_len < raw_len);\n"
 "raw bytes of another length than raw_len raise DecodeError.");
@@ -409,13 +379,13 @@ PyDoc_STRVAR(decode_block_doc,
 static PyObject *
 decode_block(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"stored", "raw_len", "compressed", "digest", "hashes", "regions", NULL};
+    static char *names[] = {"stored", "raw_len", "compressed", "hashes", "regions", NULL};
     Py_buffer in;
     Py_ssize_t raw;
     int compressed;
-    PyObject *digest, *hashes, *regions = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*npOO|O:decode_block", names, &in, &raw,
-                                     &compressed, &digest, &hashes, &regions))
+    PyObject *hashes, *regions = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*npO|O:decode_block", names, &in, &raw,
+                                     &compressed, &hashes, &regions))
         return NULL;
     PyObject *out = NULL;
     Check c;
@@ -423,7 +393,7 @@ decode_block(PyObject *self, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_ValueError, "a block of %zd bytes cannot be stored in %zd", raw, in.len);
         goto done;
     }
-    if (check_parse(&c, raw, digest, hashes, regions) < 0)
+    if (check_parse(&c, raw, hashes, regions) < 0)
         goto done;
     if (!compressed && in.len != raw) {
         check_release(&c);
@@ -457,25 +427,25 @@ done:
 }
 
 PyDoc_STRVAR(check_pages_doc,
-"check_pages(data, digest, hashes, regions=None) -> bad\n\n"
+"check_pages(data, hashes, regions=None) -> bad\n\n"
 "Verify bytes already decoded (a cached block) as read_block does; the bad pages.");
 
 static PyObject *
 check_pages(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"data", "digest", "hashes", "regions", NULL};
+    static char *names[] = {"data", "hashes", "regions", NULL};
     Py_buffer data;
-    PyObject *digest, *hashes, *regions = Py_None, *bad = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*OO|O:check_pages", names, &data, &digest,
-                                     &hashes, &regions))
+    PyObject *hashes, *regions = Py_None, *bad = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*O|O:check_pages", names, &data, &hashes,
+                                     &regions))
         return NULL;
     Check c;
-    if (check_parse(&c, data.len, digest, hashes, regions) == 0) {
+    if (check_parse(&c, data.len, hashes, regions) == 0) {
         Py_ssize_t nbad = -1;
         Py_BEGIN_ALLOW_THREADS
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();
         if (ctx != NULL) {
-            nbad = check_run(&c, ctx, data.buf, data.len);
+            nbad = check_run(&c, ctx, data.buf);
             EVP_MD_CTX_free(ctx);
         }
         Py_END_ALLOW_THREADS
@@ -529,44 +499,20 @@ done:
     return out;
 }
 
-PyDoc_STRVAR(block_digest_doc,
-"block_digest(data, hashes) -> bytes\n\n"
-"A block's digest: SHA-256 of its uncompressed bytes followed by its page hashes.");
-
-static PyObject *
-block_digest(PyObject *self, PyObject *args)
-{
-    Py_buffer data, hashes;
-    if (!PyArg_ParseTuple(args, "y*y*:block_digest", &data, &hashes))
-        return NULL;
-    unsigned char got[HASH];
-    int rc = -1;
-    Py_BEGIN_ALLOW_THREADS
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (ctx != NULL) {
-        rc = sha256_cat(ctx, data.buf, data.len, hashes.buf, hashes.len, got);
-        EVP_MD_CTX_free(ctx);
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&hashes);
-    return rc < 0 ? raise_for(HASH_FAILED, 0) : PyBytes_FromStringAndSize((char *)got, HASH);
-}
-
 PyDoc_STRVAR(encode_block_doc,
-"encode_block(data, hashes=None) -> (stored, hashes, digest)\n\n"
-"For the builder, in one call without the GIL: the page hashes of data (unless given:\n"
-"a fragment's are its files' own), the block digest, and the stored bytes: lz4\n"
-"(LZ4_compress_default, as mksquashfs -comp lz4 and python-lz4 use it), or data itself\n"
-"when that is no smaller (a block stored raw has stored_len == raw_len).");
+"encode_block(data) -> (stored, hashes)\n\n"
+"For the builder, in one call without the GIL: the page hashes of data (each 4 KiB\n"
+"page, the last zero padded) and the stored bytes: lz4 (LZ4_compress_default, as\n"
+"mksquashfs -comp lz4 and python-lz4 use it), or data itself when that is no smaller\n"
+"(a block stored raw has stored_len == raw_len).");
 
 static PyObject *
 encode_block(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"data", "hashes", NULL};
-    PyObject *data_o, *hashes_o = Py_None, *stored = NULL, *hashes = NULL, *ret = NULL;
-    Py_buffer data, given = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:encode_block", names, &data_o, &hashes_o))
+    static char *names[] = {"data", NULL};
+    PyObject *data_o, *stored = NULL, *hashes = NULL, *ret = NULL;
+    Py_buffer data;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O:encode_block", names, &data_o))
         return NULL;
     if (PyObject_GetBuffer(data_o, &data, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -574,32 +520,19 @@ encode_block(PyObject *self, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_ValueError, "cannot store a block of %zd bytes", data.len);
         goto done;
     }
-    Py_ssize_t npages = pages_of(data.len);
-    if (hashes_o == Py_None) {
-        hashes = PyBytes_FromStringAndSize(NULL, npages * HASH);
-        if (hashes == NULL)
-            goto done;
-    } else {
-        if (PyObject_GetBuffer(hashes_o, &given, PyBUF_SIMPLE) < 0)
-            goto done;
-        hashes = PyBytes_FromStringAndSize(given.buf, given.len);
-        if (hashes == NULL)
-            goto done;
-    }
+    hashes = PyBytes_FromStringAndSize(NULL, pages_of(data.len) * HASH);
+    if (hashes == NULL)
+        goto done;
     int bound = LZ4_compressBound((int)data.len);
     stored = PyBytes_FromStringAndSize(NULL, bound);
     if (stored == NULL)
         goto done;
-    unsigned char digest[HASH];
     unsigned char *h = (unsigned char *)PyBytes_AS_STRING(hashes);
-    Py_ssize_t nh = PyBytes_GET_SIZE(hashes);
     int packed = 0, rc = -1;
     Py_BEGIN_ALLOW_THREADS
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (ctx != NULL) {
-        rc = hashes_o == Py_None ? hash_span(ctx, data.buf, data.len, h) : 0;
-        if (rc == 0)
-            rc = sha256_cat(ctx, data.buf, data.len, h, nh, digest);
+        rc = hash_span(ctx, data.buf, data.len, h);
         EVP_MD_CTX_free(ctx);
     }
     if (rc == 0)
@@ -621,12 +554,10 @@ encode_block(PyObject *self, PyObject *args, PyObject *kw)
         if (stored == NULL)
             goto done;
     }
-    ret = Py_BuildValue("(OOy#)", stored, hashes, (char *)digest, (Py_ssize_t)HASH);
+    ret = PyTuple_Pack(2, stored, hashes);
 done:
     Py_XDECREF(stored);
     Py_XDECREF(hashes);
-    if (given.buf)
-        PyBuffer_Release(&given);
     PyBuffer_Release(&data);
     return ret;
 }
@@ -636,7 +567,6 @@ static PyMethodDef methods[] = {
     {"decode_block", (PyCFunction)(void (*)(void))decode_block, METH_VARARGS | METH_KEYWORDS, decode_block_doc},
     {"check_pages", (PyCFunction)(void (*)(void))check_pages, METH_VARARGS | METH_KEYWORDS, check_pages_doc},
     {"hash_pages", (PyCFunction)(void (*)(void))hash_pages, METH_VARARGS | METH_KEYWORDS, hash_pages_doc},
-    {"block_digest", block_digest, METH_VARARGS, block_digest_doc},
     {"encode_block", (PyCFunction)(void (*)(void))encode_block, METH_VARARGS | METH_KEYWORDS, encode_block_doc},
     {NULL, NULL, 0, NULL},
 };

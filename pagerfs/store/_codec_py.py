@@ -45,29 +45,17 @@ def hash_pages(buf, offset: int = 0, length: int | None = None) -> bytes:
     return b"".join(out)
 
 
-def block_digest(data, hashes) -> bytes:
-    h = sha256(data)
-    h.update(hashes)
-    return h.digest()
-
-
-def encode_block(data, hashes=None) -> tuple[bytes, bytes, bytes]:
+def encode_block(data) -> tuple[bytes, bytes]:
     if not 1 <= len(data) <= 0x7E000000:
         raise ValueError(f"cannot store a block of {len(data)} bytes")
-    hashes = hash_pages(data) if hashes is None else bytes(hashes)
     packed = lz4.block.compress(data, store_size=False)
     if len(packed) >= len(data):
         packed = data if type(data) is bytes else bytes(data)
-    return packed, hashes, block_digest(data, hashes)
+    return packed, hash_pages(data)
 
 
-def _plan(length: int, digest, hashes, regions) -> list[tuple[int, int]]:
+def _plan(length: int, hashes, regions) -> list[tuple[int, int]]:
     """The (offset, length) regions to verify, after the C module's argument checks."""
-    if digest is not None:
-        if regions is not None:
-            raise ValueError("a block digest verifies whole blocks: give no regions")
-        if len(digest) != HASH:
-            raise ValueError("a block digest is 32 bytes")
     plan = [(0, length)] if regions is None else [(int(o), int(n)) for o, n in regions]
     for o, n in plan:
         if o < 0 or n < 0 or o + n > length:
@@ -78,21 +66,16 @@ def _plan(length: int, digest, hashes, regions) -> list[tuple[int, int]]:
     return plan
 
 
-def _check(data: bytes, digest, hashes: bytes, plan: list[tuple[int, int]]) -> list[int]:
+def _check(data: bytes, hashes: bytes, plan: list[tuple[int, int]]) -> list[int]:
     hashes = bytes(hashes)
-    if digest is not None and block_digest(data, hashes) == bytes(digest):
-        return []
     got = b"".join(hash_pages(data, o, n) for o, n in plan)
     npages = len(got) // HASH
-    bad = [i for i in range(npages) if got[i * HASH : (i + 1) * HASH] != hashes[i * HASH : (i + 1) * HASH]]
-    if digest is not None and not bad:
-        return list(range(npages))  # the digest contradicts the page hashes: trust none
-    return bad
+    return [i for i in range(npages) if got[i * HASH : (i + 1) * HASH] != hashes[i * HASH : (i + 1) * HASH]]
 
 
-def check_pages(data, digest, hashes, regions=None) -> list[int]:
+def check_pages(data, hashes, regions=None) -> list[int]:
     data = bytes(data)
-    return _check(data, digest, hashes, _plan(len(data), digest, hashes, regions))
+    return _check(data, hashes, _plan(len(data), hashes, regions))
 
 
 def _decode(stored: bytes, raw_len: int, compressed: bool) -> bytes:
@@ -109,22 +92,21 @@ def _decode(stored: bytes, raw_len: int, compressed: bool) -> bytes:
     return data
 
 
-def decode_block(stored, raw_len: int, compressed, digest, hashes, regions=None):
+def decode_block(stored, raw_len: int, compressed, hashes, regions=None):
     stored = bytes(stored)
     if not 1 <= raw_len <= 0x7E000000 or len(stored) > 0x7E000000:
         raise ValueError(f"a block of {raw_len} bytes cannot be stored in {len(stored)}")
-    plan = _plan(raw_len, digest, hashes, regions)
+    plan = _plan(raw_len, hashes, regions)
     data = _decode(stored, raw_len, bool(compressed))
-    return data, _check(data, digest, hashes, plan)
+    return data, _check(data, hashes, plan)
 
 
-def read_block(fd: int, offset: int, stored_len: int, raw_len: int, digest, hashes,
-               regions=None):
+def read_block(fd: int, offset: int, stored_len: int, raw_len: int, hashes, regions=None):
     if not (1 <= raw_len <= 0x7E000000 and 1 <= stored_len <= raw_len):
         raise ValueError(f"a block of {raw_len} bytes cannot be stored in {stored_len}")
     if offset < 0:
         raise ValueError("negative offset")
-    plan = _plan(raw_len, digest, hashes, regions)
+    plan = _plan(raw_len, hashes, regions)
     parts, got = [], 0
     while got < stored_len:
         part = os.pread(fd, stored_len - got, offset + got)
@@ -133,4 +115,4 @@ def read_block(fd: int, offset: int, stored_len: int, raw_len: int, digest, hash
         parts.append(part)
         got += len(part)
     data = _decode(b"".join(parts), raw_len, stored_len < raw_len)
-    return data, _check(data, digest, hashes, plan)
+    return data, _check(data, hashes, plan)

@@ -2,12 +2,11 @@
 
 The tree is scanned first (sorted by name, breadth first, so inode numbers and the
 layout depend only on the tree). File data is then cut into pieces that worker
-threads read and encode: each chunk is one call of the native codec
-(`_codec.encode_block`), which without the GIL hashes its 4 KiB pages, takes its block
-digest and compresses it with lz4. Each page is hashed once: that SHA-256 is both the
-page hash the reader verifies the page with and the fs-verity leaf of the file's Merkle
-tree, so only the tree's upper levels (1/128 of the leaves) are hashed again. The
-Python here only orders the work and writes the results. Threads, not processes: the
+threads read and encode: each block is one call of the native codec
+(`_codec.encode_block`), which without the GIL hashes its 4 KiB pages and compresses
+it with lz4. Each byte is hashed once (a tail twice: once to find duplicates, once in
+its fragment), and no fs-verity digest is computed: the reader derives it from the
+page hashes when asked. The Python here only orders the work and writes the results. Threads, not processes: the
 reads and the codec release the GIL, and with worker processes the cost of pickling
 every compressed chunk back to the parent outweighed what the GIL costs threads (see
 docs/BENCHMARKS.md). Results are consumed in submission order, so the image is the
@@ -15,8 +14,8 @@ same byte for byte whatever --jobs is.
 
 Space is saved the way mksquashfs saves it: identical chunks are stored once (so
 identical files and runs of zeros cost one block), and the short last chunk of every
-file ("tail") is packed with others into shared fragment blocks, each tail at a 4 KiB
-offset so that its pages are the fragment's pages and keep their leaf hashes.
+file ("tail") is packed with others into shared fragment blocks, byte after byte;
+a fragment's page hashes are those of its own pages, like any block's.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 from pagerfs.store import format as fmt
-from pagerfs.store import verity
 from pagerfs.store.codec import native
 from pagerfs.store.errors import BuildError, show
 
@@ -54,7 +52,6 @@ class _Loc:
 
     block: int
     offset: int  # bytes into the block
-    hash: int = 0  # the chunk's first page hash, counted from the block's first
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,6 @@ class _Node:
     entries: list[tuple[bytes, int]] = field(default_factory=list)
     target: bytes = b""
     chunks: list[_Loc | _Holes] = field(default_factory=list)
-    digest: bytes = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -148,21 +144,17 @@ def scan(source: bytes, warn: Warn, exclude: tuple[int, int] | None = None) -> l
 
 
 class _Chunk(NamedTuple):
-    digest: bytes  # its block digest, which also identifies it for deduplication
+    key: bytes  # SHA-256 of its page hashes: identifies it, for deduplication
     hashes: bytes  # its page hashes
     stored: bytes  # lz4 block, or the raw bytes when that is no smaller
     length: int
 
 
 class _Piece(NamedTuple):
-    level0: bytes  # fs-verity block hashes of the piece (empty when digest is set)
     chunks: list[_Chunk]  # its full chunks
     tail: bytes  # the file's short last chunk, if this piece holds it
     tail_key: bytes  # identifies the tail's contents, for deduplication
-    tail_hashes: bytes  # the tail's page hashes
-    digest: bytes  # the file's fs-verity digest, when the piece is the whole file
     holes: int = 0  # a piece that is a run of hole chunks: how many (nothing else is set)
-    hole_pages: int = 0
 
 
 def _data_runs(path: bytes, size: int, cs: int) -> list[tuple[bool, int, int]]:
@@ -205,7 +197,7 @@ def _data_runs(path: bytes, size: int, cs: int) -> list[tuple[bool, int, int]]:
 def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool,
                 hole: bool = False) -> _Piece:
     if hole:  # nothing to read: the reader makes its zeros
-        return _Piece(b"", [], b"", b"", b"", b"", -(-length // cs), fmt.pages_of(length))
+        return _Piece([], b"", b"", -(-length // cs))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -226,25 +218,14 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool,
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     mv = memoryview(data)
     whole = length - length % cs if last else length
-    # Chunk by chunk, one codec call each: hashed page by page and as a whole (the block
-    # digest) and compressed while it is still in cache. A full chunk has no zero
-    # padding, so its block digest identifies it for deduplication.
-    chunks, hashes = [], []
+    # Chunk by chunk, one codec call each: hashed page by page and compressed while it
+    # is still in cache. A full chunk has no zero padding, so its page hashes identify it.
+    chunks = []
     for o in range(0, whole, cs):
-        stored, leaves, digest = native.encode_block(mv[o : o + cs])
-        hashes.append(leaves)
-        chunks.append(_Chunk(digest, leaves, stored, cs))
+        stored, leaves = native.encode_block(mv[o : o + cs])
+        chunks.append(_Chunk(hashlib.sha256(leaves).digest(), leaves, stored, cs))
     tail = bytes(mv[whole:])
-    tail_hashes = native.hash_pages(tail)
-    hashes.append(tail_hashes)
-    level0 = b"".join(hashes)
-    # The tail's page hashes with its length (zero padding makes "a" and "a\0" hash
-    # alike) identify it.
-    key = len(tail).to_bytes(4, "little") + tail_hashes if tail else b""
-    if start == 0 and last:  # the whole file: finish its digest here, not in the parent
-        return _Piece(b"", chunks, tail, key, tail_hashes,
-                      verity.digest_from_level0(level0, length))
-    return _Piece(level0, chunks, tail, key, tail_hashes, b"")
+    return _Piece(chunks, tail, hashlib.sha256(tail).digest() if tail else b"")
 
 
 def _read_batch(items: list[tuple[bytes, int, int, int, bool, bool]]) -> list[_Piece]:
@@ -277,57 +258,48 @@ class _Writer:
         self.pool = pool
         self.cs = cs
         self.offset = fmt.HEADER_SIZE
-        self.blocks: list[tuple[int, int, int, bytes]] = []  # offset, stored, length, digest
+        self.blocks: list[tuple[int, int, int]] = []  # offset, stored, length
         self.page_hashes: list[bytes] = []  # per block
         self.pending: deque[tuple[int, Future | tuple]] = deque()
-        self.by_digest: dict[bytes, int] = {}
+        self.by_key: dict[bytes, int] = {}
         self.tails: dict[bytes, _Loc] = {}
         self.fragment = bytearray()
         self.fragment_locs: list[_Loc] = []
-        self.fragment_hashes: list[bytes] = []
-        self.fragment_nhashes = 0
         self.count = 0
 
     def chunk(self, chunk: _Chunk) -> _Loc:
-        block = self.by_digest.get(chunk.digest)
+        block = self.by_key.get(chunk.key)
         if block is None:
-            block = self.by_digest[chunk.digest] = self._new_block(
-                chunk.hashes, (chunk.stored, chunk.length, chunk.digest))
+            block = self.by_key[chunk.key] = self._new_block(
+                (chunk.stored, chunk.length, chunk.hashes))
         return _Loc(block, 0)
 
-    def tail(self, data: bytes, key: bytes, hashes: bytes) -> _Loc:
+    def tail(self, data: bytes, key: bytes) -> _Loc:
         loc = self.tails.get(key)
         if loc is not None:
             return loc
-        # Tails are packed byte after byte, with no padding: each keeps its own page
-        # hashes (its file's fs-verity leaves, the last page zero padded, computed once
-        # already), which follow each other in the fragment's page hashes.
+        # Tails are packed byte after byte, with no padding; the fragment's page
+        # hashes are its own pages', so a tail is checked by the one or more fragment
+        # pages it lies in.
         if len(self.fragment) + len(data) > self.cs:
             self.close_fragment()
-        loc = self.tails[key] = _Loc(-1, len(self.fragment), self.fragment_nhashes)
+        loc = self.tails[key] = _Loc(-1, len(self.fragment))
         self.fragment += data
         self.fragment_locs.append(loc)
-        self.fragment_hashes.append(hashes)
-        self.fragment_nhashes += len(hashes) // fmt.PAGE_HASH
         return loc
 
     def close_fragment(self) -> None:
         if not self.fragment:
             return
-        data = bytes(self.fragment)
-        hashes = b"".join(self.fragment_hashes)
-        block = self._new_block(hashes, self.pool.submit(_compress_fragment, data, hashes))
+        block = self._new_block(self.pool.submit(_compress_fragment, bytes(self.fragment)))
         for loc in self.fragment_locs:
             loc.block = block
         self.fragment = bytearray()
         self.fragment_locs = []
-        self.fragment_hashes = []
-        self.fragment_nhashes = 0
 
-    def _new_block(self, hashes: bytes, item: Future | tuple) -> int:
+    def _new_block(self, item: Future | tuple) -> int:
         block = self.count
         self.count += 1
-        self.page_hashes.append(hashes)
         self.pending.append((block, item))
         self.drain(wait=False)
         return block
@@ -340,17 +312,17 @@ class _Writer:
                     return
                 item = item.result()
             self.pending.popleft()
-            stored, length, digest = item
+            stored, length, hashes = item
             self.out.write(stored)
-            self.blocks.append((self.offset, len(stored), length, digest))
+            self.blocks.append((self.offset, len(stored), length))
+            self.page_hashes.append(hashes)
             self.offset += len(stored)
 
 
-def _compress_fragment(data: bytes, hashes: bytes) -> tuple[bytes, int, bytes]:
-    # On the fragment thread, not in the thread that writes the image. The fragment's
-    # page hashes are its tails' own, hashed already.
-    stored, _, digest = native.encode_block(data, hashes)
-    return stored, len(data), digest
+def _compress_fragment(data: bytes) -> tuple[bytes, int, bytes]:
+    # On the fragment thread, not in the thread that writes the image.
+    stored, hashes = native.encode_block(data)
+    return stored, len(data), hashes
 
 
 def _pieces(node: _Node, cs: int):
@@ -390,13 +362,11 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance,
                 checkpoint: Callable[[], None]) -> _Writer:
     for node in files:
         if node.st.st_size == 0:
-            node.digest = verity.fsverity_digest(b"")
             advance(0, 1)
     # Fragments are compressed in a thread of their own so that the workers' batches,
     # queued first, do not hold them up.
     with _executor(jobs) as pool, ThreadPoolExecutor(max_workers=1) as fragments:
         writer = _Writer(out, fragments, cs)
-        level0: list[verity.Run] = []  # of the file being consumed, piece by piece
         window: deque[tuple[list, int, Future]] = deque()
         inflight = 0
 
@@ -409,21 +379,9 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance,
                 for chunk in piece.chunks:
                     node.chunks.append(writer.chunk(chunk))
                 if piece.tail:
-                    node.chunks.append(writer.tail(piece.tail, piece.tail_key, piece.tail_hashes))
+                    node.chunks.append(writer.tail(piece.tail, piece.tail_key))
                 if piece.holes:
                     node.chunks.append(_Holes(piece.holes))
-                    level0.append((verity.ZERO_PAGE_HASH, piece.hole_pages))
-                if piece.digest:
-                    node.digest = piece.digest
-                else:
-                    if not piece.holes:
-                        level0.append(piece.level0)
-                    if last:
-                        if all(isinstance(run, bytes) for run in level0):
-                            node.digest = verity.digest_from_level0(b"".join(level0), node.st.st_size)
-                        else:  # zero subtrees hashed once per level, not once per page
-                            node.digest = verity.digest_from_runs(level0, node.st.st_size)
-                        level0.clear()
                 advance(length, 1 if last else 0)
 
         try:
@@ -444,10 +402,6 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance,
 
 
 def _tables(nodes: list[_Node], writer: _Writer) -> dict[str, bytes]:
-    block_hash, first_hash = [], 0  # block -> index of its first page hash
-    for hashes in writer.page_hashes:
-        block_hash.append(first_hash)
-        first_hash += len(hashes) // fmt.PAGE_HASH
     inodes, dirents, strings = [], [], bytearray()
     chunkmap: list[bytes] = []
     nchunks = 0
@@ -464,24 +418,19 @@ def _tables(nodes: list[_Node], writer: _Writer) -> dict[str, bytes]:
                 if isinstance(loc, _Holes):
                     chunkmap.append(fmt.HOLE_ENTRY * loc.count)
                 else:
-                    chunkmap.append(fmt.CHUNKMAP.pack(loc.block, loc.offset,
-                                                      block_hash[loc.block] + loc.hash))
+                    chunkmap.append(fmt.CHUNKMAP.pack(loc.block, loc.offset))
             count = sum(loc.count if isinstance(loc, _Holes) else 1 for loc in node.chunks)
             nchunks += count
         else:
             first, count, size = len(strings), len(node.target), len(node.target)
             strings += node.target
         inodes.append(fmt.INODE.pack(node.kind, st.st_mode, st.st_uid, st.st_gid, node.nlink,
-                                     st.st_mtime_ns, size, first, count, node.digest))
-    blocks, first_hash = [], 0
-    for (offset, stored, length, digest), hashes in zip(writer.blocks, writer.page_hashes):
-        blocks.append(fmt.BLOCK.pack(offset, stored, length, first_hash, digest))
-        first_hash += len(hashes) // fmt.PAGE_HASH
+                                     st.st_mtime_ns, size, first, count))
     return {
         "inodes": b"".join(inodes),
         "dirents": b"".join(dirents),
         "chunkmap": b"".join(chunkmap),
-        "blocks": b"".join(blocks),
+        "blocks": b"".join(fmt.BLOCK.pack(*block) for block in writer.blocks),
         "pagehashes": b"".join(writer.page_hashes),
         "strings": bytes(strings),
     }
@@ -547,13 +496,9 @@ def build_image(source: str | bytes, dest: str | bytes, *, chunk_size: int = fmt
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             data_end = writer.offset
-            tables = _tables(nodes, writer)
-            entries, offset = {}, data_end
-            for name in fmt.TABLE_NAMES:
-                out.write(tables[name])
-                entries[name] = fmt.Table(offset, len(tables[name]),
-                                          hashlib.sha256(tables[name]).digest())
-                offset += len(tables[name])
+            stored, entries = fmt.pack_tables(_tables(nodes, writer), data_end)
+            out.write(stored)
+            offset = data_end + len(stored)
             header = fmt.Header(fmt.VERSION, chunk_size.bit_length() - 1, 0, offset, len(nodes),
                                 len(writer.blocks), fmt.HEADER_SIZE, data_end, file_bytes, entries)
             out.seek(0)

@@ -2,11 +2,14 @@
 
     [header][data: stored blocks ...][inodes][dirents][chunk map][blocks][page hashes][strings]
 
-Version 4 packs small files' tails into fragments byte after byte (a chunk's page
-hashes are its own, found through its chunk map entry), and stores holes as nothing.
+Version 5 stores every metadata table lz4-compressed in independent pieces, keeps no
+fs-verity digest in the inode (the reader computes it from the page hashes) and no
+block digest, and gives every block, fragments too, the page hashes of its own 4 KiB
+pages. Small files' tails are packed into fragments byte after byte; holes are
+stored as nothing.
 
 All integers are little endian. The header is written last, once every table's
-offset, length and SHA-256 is known; its own SHA-256 closes it.
+offset, lengths and SHA-256 are known; its own SHA-256 closes it.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import struct
 from dataclasses import dataclass
 from hashlib import sha256
 
+import lz4.block
+
 MAGIC = b"PAGERFS\0"
-VERSION = 4
+VERSION = 5
 PAGE = 4096
 MIN_CHUNK_SHIFT = 12  # one page
 MAX_CHUNK_SHIFT = 22  # 4 MiB: keeps every allocation of a reader small
@@ -29,29 +34,36 @@ KIND_SYMLINK = 3
 # magic, version, header size, chunk shift, flags, image size, inode count,
 # block count, data offset, data end, total file bytes
 FIXED = struct.Struct("<8sIIIIQQQQQQ")
-TABLE = struct.Struct("<QQ32s")  # offset, length, sha256 of the table's bytes
+# offset, stored length, uncompressed length, SHA-256 of the stored bytes
+TABLE = struct.Struct("<QQQ32s")
 TABLE_NAMES = ("inodes", "dirents", "chunkmap", "blocks", "pagehashes", "strings")
 HEADER_SIZE = FIXED.size + len(TABLE_NAMES) * TABLE.size + 32
 
-# kind, mode, uid, gid, nlink, mtime_ns, size, first, count, fs-verity digest.
+# kind, mode, uid, gid, nlink, mtime_ns, size, first, count.
 # first/count: a directory's entries, a file's chunk-map entries, a symlink's
 # target in the strings table (count = size).
-INODE = struct.Struct("<BxxxIIIIqQQI32s")
+INODE = struct.Struct("<BxxxIIIIqQQI")
 DIRENT = struct.Struct("<QII")  # name offset in strings, name length, inode
-# block, byte offset of this chunk's bytes in the block, index in the page hash table
-# of the chunk's first page hash (its ceil(length / PAGE) hashes follow). A chunk that
-# is all hole has block HOLE, offset 0, index 0: nothing is stored for it.
-CHUNKMAP = struct.Struct("<III")
+# block, byte offset of this chunk's bytes in the block's uncompressed bytes. A chunk
+# that is all hole has block HOLE, offset 0: nothing is stored for it.
+CHUNKMAP = struct.Struct("<II")
 HOLE = 0xFFFFFFFF
-HOLE_ENTRY = CHUNKMAP.pack(HOLE, 0, 0)
-# offset in image, stored length, uncompressed length, index of the block's first page
-# hash in the page hash table (the block's hashes run up to the next block's first),
-# block digest: SHA-256 of the block's uncompressed bytes followed by its page hashes
-# (see block_digest)
-BLOCK = struct.Struct("<QIIQ32s")
-# SHA-256 of one 4 KiB page of a chunk, the last page zero padded: the fs-verity leaf
-# hash of the file page it holds
+HOLE_ENTRY = CHUNKMAP.pack(HOLE, 0)
+# offset in image, stored length, uncompressed length. A block's page hashes are
+# pages_of(uncompressed length) entries of the page hash table; blocks' follow each
+# other in block order, so the first of a block's is the sum of the ones before.
+BLOCK = struct.Struct("<QII")
+# SHA-256 of one 4 KiB page of a block's uncompressed bytes, its last page zero padded.
+# For a full chunk, each is the fs-verity leaf hash of the file page it holds.
 PAGE_HASH = 32
+# Each table is stored as pieces of PIECE uncompressed bytes (the last one shorter),
+# each compressed on its own: a u32 stored length, then the bytes, lz4 (a block, no
+# frame) when shorter than the piece, raw when as long. A reader decompresses one piece
+# at a time into at most PIECE bytes, so no length field can make it allocate more than
+# what really decompresses; and lz4 expands at most LZ4_MAX_RATIO times.
+PIECE = 64 * 1024
+PIECE_HEAD = struct.Struct("<I")
+LZ4_MAX_RATIO = 256
 
 RECORD_SIZES = {
     "inodes": INODE.size,
@@ -66,8 +78,9 @@ RECORD_SIZES = {
 @dataclass(frozen=True, slots=True)
 class Table:
     offset: int
-    length: int
-    sha256: bytes
+    stored: int  # bytes in the image
+    length: int  # uncompressed
+    sha256: bytes  # of the stored bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +106,7 @@ def pack_header(h: Header) -> bytes:
         MAGIC, h.version, HEADER_SIZE, h.chunk_shift, h.flags, h.image_size,
         h.inode_count, h.block_count, h.data_offset, h.data_end, h.file_bytes,
     ) + b"".join(
-        TABLE.pack(h.tables[n].offset, h.tables[n].length, h.tables[n].sha256)
+        TABLE.pack(h.tables[n].offset, h.tables[n].stored, h.tables[n].length, h.tables[n].sha256)
         for n in TABLE_NAMES
     )
     return body + sha256(body).digest()
@@ -125,22 +138,61 @@ def unpack_header(raw: bytes) -> Header:
                   data_offset, data_end, file_bytes, tables)
 
 
-def block_digest(data: bytes | memoryview, page_hashes: bytes | memoryview) -> bytes:
-    """A block's digest: one SHA-256 over its uncompressed bytes followed by its page hashes.
-
-    One hash call verifies a whole block (its pages need not be hashed one by one), and
-    covering the page hashes too binds them to the bytes: a block digest that matches
-    means the block's page hashes are the ones it was built with, so a reader that
-    checks only the digest and one that checks page hashes cannot disagree unless a
-    forger rewrote the digest as well. (The page hashes are 1/128 of the block: up to a
-    128 KiB block that is under the 2 KiB below which hashlib hashes without releasing
-    the GIL, so the second update costs no second GIL hand-off.)
-    """
-    h = sha256(data)
-    h.update(page_hashes)
-    return h.digest()
-
-
 def pages_of(length: int) -> int:
     """Pages (and so page hashes) of `length` bytes: the last, short page counts."""
     return -(-length // PAGE)
+
+
+def pack_table(raw: bytes) -> bytes:
+    """A table as stored: its pieces, each lz4-compressed on its own (raw when that is
+    no smaller)."""
+    out = []
+    for at in range(0, len(raw), PIECE):
+        piece = raw[at : at + PIECE]
+        packed = lz4.block.compress(piece, store_size=False)
+        if len(packed) >= len(piece):
+            packed = piece
+        out.append(PIECE_HEAD.pack(len(packed)))
+        out.append(packed)
+    return b"".join(out)
+
+
+def pack_tables(tables: dict[str, bytes], offset: int) -> tuple[bytes, dict[str, Table]]:
+    """The tables as stored back to back from `offset` (the end of the data region), and
+    their header entries."""
+    parts, entries = [], {}
+    for name in TABLE_NAMES:
+        stored = pack_table(tables[name])
+        entries[name] = Table(offset, len(stored), len(tables[name]), sha256(stored).digest())
+        parts.append(stored)
+        offset += len(stored)
+    return b"".join(parts), entries
+
+
+def unpack_table(stored: bytes, length: int) -> bytes:
+    """The uncompressed table of `length` bytes from its stored pieces; HeaderError
+    if they do not decode to exactly that (each piece to its PIECE bytes)."""
+    if length > LZ4_MAX_RATIO * len(stored):
+        raise HeaderError("uncompressed length impossible for its stored length")
+    parts, at = [], 0
+    for start in range(0, length, PIECE):
+        want = min(PIECE, length - start)
+        if at + PIECE_HEAD.size > len(stored):
+            raise HeaderError("truncated piece")
+        (n,) = PIECE_HEAD.unpack_from(stored, at)
+        at += PIECE_HEAD.size
+        if not 1 <= n <= want or at + n > len(stored):
+            raise HeaderError("bad piece length")
+        piece = stored[at : at + n]
+        at += n
+        if n < want:
+            try:
+                piece = lz4.block.decompress(piece, uncompressed_size=want)
+            except lz4.block.LZ4BlockError:
+                raise HeaderError("piece does not decompress") from None
+            if len(piece) != want:
+                raise HeaderError("piece decompresses to the wrong length")
+        parts.append(piece)
+    if at != len(stored):
+        raise HeaderError("bytes after the last piece")
+    return b"".join(parts)

@@ -3,11 +3,12 @@
 Everything but file data is loaded and checked at open (it is small, and bounded by
 the image size, which every table length is checked against before it is read). After
 that a chunk is one call of the native codec (pagerfs/store/_codec.c), which holds no
-GIL while it reads the stored block, decompresses it and verifies what the caller asks
-to have verified: all of a block's pages (a whole full chunk, the sequential case) with
-one hash against the block digest, fewer page by page against the page hashes (so a
-random 4 KiB read hashes 4 KiB, not the whole chunk). Two pager threads thus decode two
-chunks at once, and this module only looks up where a chunk is and names the pages.
+GIL while it reads the stored block, decompresses it and verifies the block's pages
+that the caller asks for against their page hashes: all of them for a whole full chunk
+(the sequential case, still one call), one for a random 4 KiB read. Two pager threads
+thus decode two chunks at once, and this module only looks up where a chunk is and
+names the pages. A file's fs-verity digest is computed from its page hashes when it
+is first asked for.
 """
 
 from __future__ import annotations
@@ -135,11 +136,12 @@ class Image:
         self.chunk_size = header.chunk_size
         self._pages_per_chunk = self.chunk_size // fmt.PAGE
         self._inodes = list(fmt.INODE.iter_unpack(tables["inodes"]))
+        self._digests: dict[int, bytes] = {}  # ino -> fs-verity digest, once computed
         # Raw, unpacked on use: a 1 TiB sparse file has 8 million entries, all holes.
         self._chunkmap = tables["chunkmap"]
         self._chunks = len(self._chunkmap) // fmt.CHUNKMAP.size
         self._blocks = list(fmt.BLOCK.iter_unpack(tables["blocks"]))
-        self._hash_end: list[int] = []  # block -> end of its page hashes in the table
+        self._block_hash: list[int] = []  # block -> index of its first page hash
         self._allocated: dict[int, int] = {}  # ino -> bytes of data, for files with holes
         self._page_hashes = tables["pagehashes"]
         self._strings = tables["strings"]
@@ -184,26 +186,20 @@ class Image:
         if len(self._blocks) != h.block_count:
             raise self._bad("block count")
         cs = self.chunk_size
-        total = len(self._page_hashes) // fmt.PAGE_HASH
-        starts = [rec[3] for rec in self._blocks]
-        ends = starts[1:] + [total]
-        if starts and starts[0] != 0:
-            raise self._bad("block 0: page hashes out of place")
-        for b, (off, slen, ulen, first_hash, _digest) in enumerate(self._blocks):
+        first_hash = 0
+        for off, slen, ulen in self._blocks:
             if not (h.data_offset <= off and off + slen <= h.data_end
                     and 1 <= ulen <= cs and 1 <= slen <= ulen):
                 raise self._bad(f"block at {off} out of bounds")
-            # Blocks' page hashes follow each other in block order, so every block's
-            # range lies inside the table and no two overlap; a block has at least a
-            # hash per page (a fragment one per page of each of its tails).
-            if not first_hash + fmt.pages_of(ulen) <= ends[b] <= total:
-                raise self._bad(f"block {b}: page hashes out of place")
-        if not starts and total:
+            # A block's page hashes are one per page of its bytes, after the previous
+            # block's: so no two overlap, and the table holds exactly all of them.
+            self._block_hash.append(first_hash)
+            first_hash += fmt.pages_of(ulen)
+        if first_hash != len(self._page_hashes) // fmt.PAGE_HASH:
             raise self._bad("page hash count does not match the blocks")
-        self._hash_end = ends
         nblocks = len(self._blocks)
         nstrings = len(self._strings)
-        for i, (kind, mode, _uid, _gid, _nl, _mt, size, first, count, _d) in enumerate(self._inodes):
+        for i, (kind, mode, _uid, _gid, _nl, _mt, size, first, count) in enumerate(self._inodes):
             if kind not in _MODE_OF_KIND or statmod.S_IFMT(mode) != _MODE_OF_KIND[kind]:
                 raise self._bad(f"inode {i + 1}: bad kind or mode")
             if kind == fmt.KIND_DIR:
@@ -229,7 +225,7 @@ class Image:
         holes = 0
         j = 0
         while j < count:
-            block, boff, first_hash = fmt.CHUNKMAP.unpack_from(cm, (first + j) * esize)
+            block, boff = fmt.CHUNKMAP.unpack_from(cm, (first + j) * esize)
             if block == fmt.HOLE:
                 run = self._hole_run(first + j, count - j)
                 if not run:
@@ -238,9 +234,7 @@ class Image:
                 j += run
                 continue
             length = min(cs, size - j * cs)
-            if (block >= nblocks or boff + length > self._blocks[block][2]
-                    or not self._blocks[block][3] <= first_hash
-                    or first_hash + fmt.pages_of(length) > self._hash_end[block]):
+            if block >= nblocks or boff + length > self._blocks[block][2]:
                 raise self._bad(f"inode {ino}: chunk {j} out of bounds")
             j += 1
         if holes:
@@ -274,7 +268,7 @@ class Image:
         queue = deque([1])
         while queue:
             d = queue.popleft()
-            _, _, _, _, _, _, _, first, count, _ = self._inodes[d - 1]
+            _, _, _, _, _, _, _, first, count = self._inodes[d - 1]
             children: dict[bytes, int] = {}
             prev = b""
             for noff, nlen, child in dirents[first : first + count]:
@@ -325,7 +319,7 @@ class Image:
         return self._inodes[ino - 1]
 
     def stat(self, ino: int) -> Inode:
-        kind, mode, uid, gid, nlink, mtime_ns, size, _, _, _ = self._record(ino)
+        kind, mode, uid, gid, nlink, mtime_ns, size, _, _ = self._record(ino)
         return Inode(ino, _KIND[kind], mode, uid, gid, mtime_ns, size, nlink,
                      self._allocated.get(ino, size))
 
@@ -338,7 +332,7 @@ class Image:
         """Entries [start, stop) of the directory, sorted by name: a slice of the dirent
         table, so a caller that lists a big directory a few entries at a time (readdir)
         pays for the entries it gets, not for the whole directory each time."""
-        kind, _, _, _, _, _, _, first, count, _ = self._record(ino)
+        kind, _, _, _, _, _, _, first, count = self._record(ino)
         if kind != fmt.KIND_DIR:
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", show(self.path_of(ino)))
         lo = min(max(start, 0), count)
@@ -348,7 +342,7 @@ class Image:
                 for off, n, child in self._dirents[first + lo : first + hi]]
 
     def readlink(self, ino: int) -> bytes:
-        kind, _, _, _, _, _, _, first, count, _ = self._record(ino)
+        kind, _, _, _, _, _, _, first, count = self._record(ino)
         if kind != fmt.KIND_SYMLINK:
             raise OSError(errno.EINVAL, "not a symbolic link", show(self.path_of(ino)))
         return self._strings[first : first + count]
@@ -376,9 +370,38 @@ class Image:
         return self._join(self._parent, self._name, ino)
 
     def fsverity_digest(self, ino: int) -> bytes:
-        kind, *_, digest = self._record(ino)
-        if kind != fmt.KIND_FILE:
+        """What `fsverity digest` prints for the file, computed from its page hashes the
+        first time it is asked for (then kept). A full chunk's block page hashes are
+        the file's leaves; a tail packed into a fragment is read (verified against its
+        fragment's pages, so IntegrityError if it is damaged) and its own pages hashed,
+        the last one zero padded; a hole's leaves are the zero page's."""
+        digest = self._digests.get(ino)
+        if digest is not None:
+            return digest
+        if self._record(ino)[0] != fmt.KIND_FILE:
             raise OSError(errno.EINVAL, "not a regular file", show(self.path_of(ino)))
+        size, first, count = self._file(ino)
+        runs: list[verity.Run] = []
+        j = 0
+        while j < count:
+            block, offset, _, length = self._chunk_entry(ino, j)
+            if block == fmt.HOLE:
+                run = self._hole_run(first + j, count - j)
+                end = min((j + run) * self.chunk_size, size)
+                runs.append((verity.ZERO_PAGE_HASH, fmt.pages_of(end - j * self.chunk_size)))
+                j += run
+                continue
+            if offset == 0 and length == self._blocks[block][2]:  # the block is the chunk
+                base = self._block_hash[block] * fmt.PAGE_HASH
+                runs.append(self._page_hashes[base : base + fmt.pages_of(length) * fmt.PAGE_HASH])
+            else:
+                runs.append(self._codec.hash_pages(self.read_chunk(ino, j)))
+            j += 1
+        if all(isinstance(run, bytes) for run in runs):
+            digest = verity.digest_from_level0(b"".join(runs), size)
+        else:  # zero subtrees hashed once per level, not once per page
+            digest = verity.digest_from_runs(runs, size)
+        self._digests[ino] = digest
         return digest
 
     def info(self) -> ImageInfo:
@@ -393,7 +416,7 @@ class Image:
     # ---- file data --------------------------------------------------------------
 
     def _file(self, ino: int) -> tuple[int, int, int]:
-        kind, _, _, _, _, _, size, first, count, _ = self._record(ino)
+        kind, _, _, _, _, _, size, first, count = self._record(ino)
         if kind != fmt.KIND_FILE:
             raise IsADirectoryError(errno.EISDIR, "not a regular file", show(self.path_of(ino)))
         return size, first, count
@@ -458,8 +481,7 @@ class Image:
         size, first, count = self._file(ino)
         if not 0 <= index < count:
             raise IndexError(f"chunk {index} of a file with {count} chunks")
-        block, offset, first_hash = fmt.CHUNKMAP.unpack_from(
-            self._chunkmap, (first + index) * fmt.CHUNKMAP.size)
+        block, offset = fmt.CHUNKMAP.unpack_from(self._chunkmap, (first + index) * fmt.CHUNKMAP.size)
         length = min(self.chunk_size, size - index * self.chunk_size)
         chunk_first = index * self._pages_per_chunk
         chunk_end = chunk_first + fmt.pages_of(length)
@@ -469,7 +491,7 @@ class Image:
             return self._hole(ino, length, chunk_first, lo, hi, tamper)
         shared = offset != 0 or length != self._blocks[block][2]
         cached = shared and tamper is None and self._cache_size
-        check = self._check_of(block, offset, length, first_hash, lo - chunk_first, hi - lo)
+        check = self._check_of(block, offset, length, lo - chunk_first, hi - lo)
         data = None
         if cached:
             with self._cache_lock:
@@ -478,9 +500,9 @@ class Image:
                     self._cache.move_to_end(block)
         try:
             if data is not None:
-                bad = self._codec.check_pages(data, *check)
+                bad = self._codec.check_pages(data, *check[:2])
             else:
-                data, bad = self._load_block(block, check, tamper)
+                data, bad = self._load_block(block, check[:2], tamper)
                 if cached:
                     with self._cache_lock:
                         self._cache[block] = data
@@ -490,7 +512,8 @@ class Image:
             raise fail.error(self.path_of(ino), chunk_first, chunk_end - 1,
                              fail.reason) from None
         return ChunkPages(data[offset : offset + length] if shared else data, chunk_first,
-                          range(lo, hi), frozenset(lo + i for i in bad))
+                          range(lo, hi), _chunk_pages_of(bad, check[2], offset, length,
+                                                         lo - chunk_first, hi - lo, chunk_first))
 
     def _hole(self, ino: int, length: int, chunk_first: int, lo: int, hi: int,
               tamper: Tamper | None) -> ChunkPages:
@@ -506,37 +529,35 @@ class Image:
                                  "wrong uncompressed length")
         start = (lo - chunk_first) * fmt.PAGE
         regions = [(start, min((hi - lo) * fmt.PAGE, length - start))] if hi > lo else []
-        bad = self._codec.check_pages(got, None, verity.ZERO_PAGE_HASH * (hi - lo), regions)
+        bad = self._codec.check_pages(got, verity.ZERO_PAGE_HASH * (hi - lo), regions)
         return ChunkPages(got, chunk_first, range(lo, hi), frozenset(lo + i for i in bad))
 
-    def _check_of(self, block: int, offset: int, length: int, first_hash: int, first: int,
-                  n: int) -> tuple:
-        """(digest, page hashes, regions) that verify pages [first, first + n) of the
-        chunk of `length` bytes at `offset` in the block, whose page hashes start at
-        `first_hash`.
-
-        A chunk that is all of its block (a full chunk, or a tail alone in its fragment)
-        and all of whose pages are asked for is verified with one hash against the block
-        digest (the codec hashes page by page only if that fails, to find which); fewer
-        pages, page by page against their own hashes, the chunk's last page zero padded
-        (so a tail packed anywhere in a fragment checks against its file's own leaves).
-        The codec reports bad pages counted from `first`.
-        """
-        _, _, blen, block_hash, digest = self._blocks[block]
-        n = max(n, 0)
-        base = (first_hash + first) * fmt.PAGE_HASH
-        want = self._page_hashes[base : base + n * fmt.PAGE_HASH]
-        if (offset == 0 and length == blen and first == 0 and n == fmt.pages_of(length)
-                and first_hash == block_hash and first_hash + n == self._hash_end[block]):
-            return digest, want, None
-        start = first * fmt.PAGE
-        return None, want, [(offset + start, min(n * fmt.PAGE, length - start))] if n else []
+    def _check_of(self, block: int, offset: int, length: int, first: int,
+                  n: int) -> tuple[bytes, list | None, int]:
+        """(page hashes, regions, a) that verify pages [first, first + n) of the chunk of
+        `length` bytes at `offset` in the block: the block's pages a, a + 1, ... that
+        those bytes lie in, against the block's own page hashes (the codec reports bad
+        pages counted from a). For a full chunk they are the chunk's pages; a tail
+        packed into a fragment may start and end inside a fragment page, and a page of
+        it may span two of them: both are checked. All of a block's pages (a whole full
+        chunk, the sequential case) are one region-less call."""
+        if n <= 0:
+            return b"", [], 0
+        ulen = self._blocks[block][2]
+        start = offset + first * fmt.PAGE
+        end = offset + min((first + n) * fmt.PAGE, length)
+        a, b = start // fmt.PAGE, -(-end // fmt.PAGE)
+        base = self._block_hash[block]
+        want = self._page_hashes[(base + a) * fmt.PAGE_HASH : (base + b) * fmt.PAGE_HASH]
+        if a == 0 and b == fmt.pages_of(ulen):
+            return want, None, 0
+        return want, [(a * fmt.PAGE, min(b * fmt.PAGE, ulen) - a * fmt.PAGE)], a
 
     def _load_block(self, block: int, check: tuple, tamper: Tamper | None = None,
                     ) -> tuple[bytes, list[int]]:
         """The block's uncompressed bytes and the bad pages of `check` (_check_of): one
         GIL-free call of the codec, or with `tamper` a pread, the tamper hook, and one."""
-        offset, stored, length, _, _ = self._blocks[block]
+        offset, stored, length = self._blocks[block]
         codec = self._codec
         try:
             if tamper is None:
@@ -557,43 +578,35 @@ class Image:
         return self._chunk_entry(ino, index)[0] == fmt.HOLE
 
     def _chunk_entry(self, ino: int, index: int) -> tuple[int, int, int, int]:
-        """(block, offset, first page hash, length) of chunk `index` of the file."""
+        """(block, offset, first page, length) of chunk `index` of the file."""
         size, first, count = self._file(ino)
         if not 0 <= index < count:
             raise IndexError(f"chunk {index} of a file with {count} chunks")
-        block, offset, first_hash = fmt.CHUNKMAP.unpack_from(
-            self._chunkmap, (first + index) * fmt.CHUNKMAP.size)
-        return block, offset, first_hash, min(self.chunk_size, size - index * self.chunk_size)
+        block, offset = fmt.CHUNKMAP.unpack_from(self._chunkmap, (first + index) * fmt.CHUNKMAP.size)
+        return (block, offset, index * self._pages_per_chunk,
+                min(self.chunk_size, size - index * self.chunk_size))
 
     def _check_block(self, block: int, chunks: list[tuple[int, int]],
                      ) -> list[tuple[int, type, frozenset[int]]]:
         """For the scrub: [(ino, error, bad file pages)] of the `chunks` (ino, index)
-        stored in the block; empty when the block matches its digest. A block that
-        cannot be read or decoded damages every page of every chunk in it; one that
-        decodes but fails its digest, the pages of each chunk whose hashes fail (and if
-        none do, the metadata contradicts itself: all of them)."""
-        _, _, _, first_hash, digest = self._blocks[block]
+        stored in the block; empty when every page of the block matches its hash (one
+        codec call). A block that cannot be read or decoded damages every page of
+        every chunk in it; one that decodes, the pages of each chunk that lie in a
+        failed page of the block."""
+        ulen = self._blocks[block][2]
         try:
-            data, _ = self._load_block(block, (None, b"", []))
+            _, bad = self._load_block(block, self._check_of(block, 0, ulen, 0, fmt.pages_of(ulen))[:2])
         except _BlockFailure as fail:
             return [(ino, fail.error, frozenset(range(*self._pages_of_chunk(ino, index))))
                     for ino, index in chunks]
-        hashes = self._page_hashes[first_hash * fmt.PAGE_HASH : self._hash_end[block] * fmt.PAGE_HASH]
-        if self._codec.block_digest(data, hashes) == digest:
+        if not bad:
             return []
         damaged = []
         for ino, index in chunks:
-            _, offset, chunk_hash, length = self._chunk_entry(ino, index)
-            first, end = self._pages_of_chunk(ino, index)
-            check = self._check_of(block, offset, length, chunk_hash, 0, end - first)
-            if check[0] is not None:  # the digest failed already: page by page
-                check = (None, check[1], [(offset, length)])
-            bad = self._codec.check_pages(data, *check)
-            if bad:
-                damaged.append((ino, IntegrityError, frozenset(first + p for p in bad)))
-        if not damaged:
-            damaged = [(ino, IntegrityError, frozenset(range(*self._pages_of_chunk(ino, index))))
-                       for ino, index in chunks]
+            _, offset, first, length = self._chunk_entry(ino, index)
+            pages = _chunk_pages_of(bad, 0, offset, length, 0, fmt.pages_of(length), first)
+            if pages:
+                damaged.append((ino, IntegrityError, pages))
         return damaged
 
     def _pages_of_chunk(self, ino: int, index: int) -> tuple[int, int]:
@@ -610,6 +623,22 @@ class Image:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _chunk_pages_of(bad: list[int], a: int, offset: int, length: int, first: int, n: int,
+                    chunk_first: int) -> frozenset[int]:
+    """The file pages of a chunk (`length` bytes at `offset` in its block, its page 0
+    file page `chunk_first`) among its pages [first, first + n) that lie in the block
+    pages a + i for i in `bad`: a block page fails every chunk page it holds bytes of."""
+    if not bad:
+        return frozenset()
+    out = set()
+    for i in bad:
+        q = (a + i) * fmt.PAGE - offset  # the bad block page's bytes, in the chunk
+        lo = max(q, 0) // fmt.PAGE
+        hi = (min(q + fmt.PAGE, length) - 1) // fmt.PAGE
+        out.update(range(max(lo, first), min(hi, first + n - 1) + 1))
+    return frozenset(chunk_first + k for k in out)
 
 
 def _pread_exact(fd: int, n: int, offset: int, name: str) -> bytes:
@@ -645,11 +674,17 @@ def _read_metadata(fd: int, name: str) -> tuple[fmt.Header, dict[str, bytes]]:
     tables = {}
     for tname in fmt.TABLE_NAMES:
         t = h.tables[tname]
-        # Checked against the file size before anything is allocated for it.
-        if t.offset < h.data_end or t.offset + t.length > size or t.length % fmt.RECORD_SIZES[tname]:
+        # Checked against the file size before anything is allocated for it; the
+        # uncompressed length is bounded by what lz4 can expand the stored bytes to
+        # (unpack_table), and grows only as pieces really decompress.
+        if (t.offset < h.data_end or t.offset + t.stored > size
+                or t.length % fmt.RECORD_SIZES[tname]):
             raise FormatError(f"{name}: corrupt header: {tname} table out of bounds")
-        raw = _pread_exact(fd, t.length, t.offset, name)
-        if hashlib.sha256(raw).digest() != t.sha256:
+        stored = _pread_exact(fd, t.stored, t.offset, name)
+        if hashlib.sha256(stored).digest() != t.sha256:
             raise FormatError(f"{name}: corrupt metadata: {tname} table checksum mismatch")
-        tables[tname] = raw
+        try:
+            tables[tname] = fmt.unpack_table(stored, t.length)
+        except fmt.HeaderError as err:
+            raise FormatError(f"{name}: corrupt metadata: {tname} table: {err}") from None
     return h, tables

@@ -2,11 +2,10 @@
 
 Both work per stored block and name the damaged pages of every file that uses it: a
 block can hold chunks of several files (fragments, identical chunks stored once), and
-corruption damages all of them. Each block is checked with one hash against its block
-digest (blocks are checked on `jobs` threads; the codec holds no GIL); only a block
-that fails it has each of its chunks checked page by page against the chunk's own
-page hashes: when it still decompresses, only the pages whose hashes fail are
-damaged; when it does not, every page of every chunk in it is.
+corruption damages all of them. Each block is checked page by page against its page
+hashes, in one codec call (blocks are checked on `jobs` threads; the codec holds no
+GIL): when it still decompresses, the damaged file pages are those that lie in a
+failed page of the block; when it does not, every page of every chunk in it is.
 """
 
 from __future__ import annotations
@@ -134,7 +133,7 @@ def corrupt(image_path: str | bytes, path: str | bytes, page: int, seed: int = 0
         block, chunk_offset, _, _ = img._chunk_entry(ino, index)
         if block == fmt.HOLE:
             raise ValueError(f"page {page} is in a hole: nothing is stored for it")
-        offset, stored, length, _, _ = img._blocks[block]
+        offset, stored, length = img._blocks[block]
         # The page's bytes in the block (tails sit anywhere in their fragment).
         start = chunk_offset + (page - img.chunk_pages(ino, index)[0]) * fmt.PAGE
         end = min(start + fmt.PAGE, chunk_offset + img._chunk_entry(ino, index)[3])

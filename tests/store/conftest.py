@@ -3,6 +3,7 @@ and a way to run the `pagerfs` command in-process or as a subprocess."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -190,26 +191,21 @@ def real_fsverity():
 
 
 def reseal(image: Path, tables: dict[str, bytes]) -> None:
-    """Replace tables (same lengths) and recompute every checksum, as a forger would."""
-    raw = bytearray(image.read_bytes())
-    header = fmt.unpack_header(bytes(raw[: fmt.HEADER_SIZE]))
-    entries = dict(header.tables)
-    for name, data in tables.items():
-        t = entries[name]
-        assert len(data) == t.length
-        raw[t.offset : t.offset + t.length] = data
-        entries[name] = fmt.Table(t.offset, t.length, hashlib.sha256(data).digest())
-    new = fmt.Header(header.version, header.chunk_shift, header.flags, header.image_size,
-                     header.inode_count, header.block_count, header.data_offset,
-                     header.data_end, header.file_bytes, entries)
-    raw[: fmt.HEADER_SIZE] = fmt.pack_header(new)
-    image.write_bytes(bytes(raw))
+    """Replace (uncompressed) tables and store them again, every checksum recomputed, as
+    a forger would."""
+    raw = image.read_bytes()
+    header = fmt.unpack_header(raw[: fmt.HEADER_SIZE])
+    stored, entries = fmt.pack_tables({**tables_of(image), **tables}, header.data_end)
+    new = dataclasses.replace(header, tables=entries, image_size=header.data_end + len(stored))
+    image.write_bytes(fmt.pack_header(new) + raw[fmt.HEADER_SIZE : header.data_end] + stored)
 
 
 def tables_of(image: Path) -> dict[str, bytes]:
+    """The image's tables, uncompressed."""
     raw = image.read_bytes()
     header = fmt.unpack_header(raw[: fmt.HEADER_SIZE])
-    return {n: raw[t.offset : t.offset + t.length] for n, t in header.tables.items()}
+    return {n: fmt.unpack_table(raw[t.offset : t.offset + t.stored], t.length)
+            for n, t in header.tables.items()}
 
 
 @pytest.fixture

@@ -92,24 +92,17 @@ def test_hash_pages_pads_the_last_page_with_zeros_and_takes_any_byte_span():
 
 
 def test_encode_block_equals_the_oracle(encoded):
-    for data, (stored_o, hashes_o, digest_o) in encoded:
-        stored, hashes, digest = _codec.encode_block(data)
+    for data, (stored_o, hashes_o) in encoded:
+        stored, hashes = _codec.encode_block(data)
         assert hashes == hashes_o == _codec.hash_pages(data)
-        assert digest == digest_o == hashlib.sha256(data + hashes).digest()
-        assert _codec.block_digest(data, hashes) == digest
         if len(stored) == len(data):
             assert stored == data  # stored raw: lz4 did not make it smaller
         # Each side decodes the other's block. (The compressed bytes themselves may
         # differ: python-lz4's block mode packs blocks under 64 KiB a little tighter
         # than liblz4's LZ4_compress_default, which mksquashfs -comp lz4 uses too.)
         for codec, block in ((_codec_py, stored), (_codec, stored_o)):
-            back, bad = codec.decode_block(block, len(data), len(block) < len(data),
-                                           digest, hashes)
+            back, bad = codec.decode_block(block, len(data), len(block) < len(data), hashes)
             assert (back, bad) == (data, [])
-    # Given page hashes (a fragment's are its files' own) are taken, not recomputed.
-    given = bytes(range(32)) * 2
-    stored, hashes, digest = _codec.encode_block(b"ab" * 3000, given)
-    assert hashes == given and digest == hashlib.sha256(b"ab" * 3000 + given).digest()
     for bad_arg in (b"", bytearray()):
         assert outcome(_codec, "encode_block", bad_arg)[1] == "ValueError"
 
@@ -129,20 +122,16 @@ def _regions(rng: random.Random, length: int) -> list[tuple[int, int]] | None:
     return spans
 
 
-def _expect(data: bytes, regions, rng: random.Random):
-    """digest and hashes for a check of `regions`, sometimes wrong on purpose."""
+def _expect(data: bytes, regions, rng: random.Random) -> bytes:
+    """Page hashes for a check of `regions`, sometimes wrong on purpose."""
     if regions is None:
         hashes = _codec_py.hash_pages(data)
-        digest = _codec_py.block_digest(data, hashes)
     else:
         hashes = b"".join(_codec_py.hash_pages(data, o, n) for o, n in regions)
-        digest = None
     hashes = bytearray(hashes)
     if hashes and rng.random() < 0.3:
         hashes[rng.randrange(len(hashes))] ^= 1 << rng.randrange(8)
-    if digest is not None and rng.random() < 0.2:
-        digest = bytes(32)
-    return digest, bytes(hashes)
+    return bytes(hashes)
 
 
 def _damage(stored: bytes, rng: random.Random) -> bytes:
@@ -168,16 +157,16 @@ def _damage(stored: bytes, rng: random.Random) -> bytes:
 def test_decode_and_check_equal_the_oracle_on_good_and_damaged_blocks(encoded):
     rng = random.Random(7)
     for case in range(1500):
-        data, (stored, _, _) = encoded[case % len(encoded)]
+        data, (stored, _) = encoded[case % len(encoded)]
         compressed = len(stored) < len(data)
         regions = _regions(rng, len(data))
-        digest, hashes = _expect(data, regions, rng)
+        hashes = _expect(data, regions, rng)
         damaged = _damage(stored, rng)
-        args = (damaged, len(data), compressed, digest, hashes, regions)
+        args = (damaged, len(data), compressed, hashes, regions)
         same_read(outcome(_codec, "decode_block", *args),
                   outcome(_codec_py, "decode_block", *args), regions)
         # The same check on bytes already decoded (a cached block).
-        args = (data, digest, hashes, regions)
+        args = (data, hashes, regions)
         assert outcome(_codec, "check_pages", *args) == outcome(_codec_py, "check_pages", *args)
 
 
@@ -185,7 +174,7 @@ def test_read_block_equals_the_oracle_on_a_damaged_image_file(tmp_path, encoded)
     rng = random.Random(11)
     image = tmp_path / "image"
     layout, parts, at = [], [], 64
-    for data, (stored, _, _) in encoded:
+    for data, (stored, _) in encoded:
         stored = _damage(stored, rng) or b"?"
         layout.append((at, len(stored), data))
         parts.append(stored)
@@ -197,13 +186,13 @@ def test_read_block_equals_the_oracle_on_a_damaged_image_file(tmp_path, encoded)
             offset, stored_len, data = layout[case % len(layout)]
             stored_len = min(stored_len, len(data))
             regions = _regions(rng, len(data))
-            digest, hashes = _expect(data, regions, rng)
-            args = (fd, offset, stored_len, len(data), digest, hashes, regions)
+            hashes = _expect(data, regions, rng)
+            args = (fd, offset, stored_len, len(data), hashes, regions)
             same_read(outcome(_codec, "read_block", *args),
                       outcome(_codec_py, "read_block", *args), regions)
         # Past the end of the file: a short read, for both.
         offset, stored_len, data = layout[-1]
-        args = (fd, offset + 10, stored_len, max(stored_len, len(data)), None, b"", [])
+        args = (fd, offset + 10, stored_len, max(stored_len, len(data)), b"", [])
         assert outcome(_codec, "read_block", *args) == outcome(_codec_py, "read_block", *args) \
             == ("raised", "ShortReadError", "short read: the image was truncated")
     finally:
@@ -212,17 +201,16 @@ def test_read_block_equals_the_oracle_on_a_damaged_image_file(tmp_path, encoded)
     for fd in (-1, os.open(tmp_path, os.O_RDONLY)):
         for codec in CODECS:
             with pytest.raises(OSError) as caught:
-                codec.read_block(fd, 0, 10, 10, None, b"", [])
+                codec.read_block(fd, 0, 10, 10, b"", [])
             assert caught.value.errno == (errno.EBADF if fd < 0 else errno.EISDIR)
 
 
 @pytest.mark.parametrize("args", [
-    (b"x" * 10, 10, False, bytes(32), b"", [(0, 10)]),     # a digest with regions
-    (b"x" * 10, 10, False, b"short", bytes(32), None),     # a digest not 32 bytes
-    (b"x" * 10, 10, False, None, bytes(31), None),         # hashes not a page's worth
-    (b"x" * 10, 10, False, None, bytes(32), [(5, 6)]),     # a region past the end
-    (b"x" * 10, 10, False, None, b"", [(-1, 0)]),
-    (b"x" * 10, 0, False, None, b"", []),                  # no block at all
+    (b"x" * 10, 10, False, bytes(31), None),         # hashes not a page's worth
+    (b"x" * 10, 10, False, bytes(64), None),         # too many hashes
+    (b"x" * 10, 10, False, bytes(32), [(5, 6)]),     # a region past the end
+    (b"x" * 10, 10, False, b"", [(-1, 0)]),
+    (b"x" * 10, 0, False, b"", []),                  # no block at all
 ])
 def test_bad_arguments_are_value_errors_from_both(args):
     got = outcome(_codec, "decode_block", *args)
@@ -231,8 +219,8 @@ def test_bad_arguments_are_value_errors_from_both(args):
 
 
 def test_raw_blocks_of_the_wrong_length_and_lz4_that_decodes_short():
-    for args in [(b"x" * 9, 10, False, None, b"", []),
-                 (_codec_py.encode_block(b"y" * 9000)[0], 9001, True, None, b"", [])]:
+    for args in [(b"x" * 9, 10, False, b"", []),
+                 (_codec_py.encode_block(b"y" * 9000)[0], 9001, True, b"", [])]:
         got = outcome(_codec, "decode_block", *args)
         assert got == outcome(_codec_py, "decode_block", *args)
         assert got[:2] == ("raised", "DecodeError")

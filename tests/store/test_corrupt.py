@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pagerfs.store import ChunkPages, Image, IntegrityError, StoreIOError, build_image
+from pagerfs.store import ChunkPages, Image, IntegrityError, StoreIOError, build_image, scrub
 
 CHUNK = 64 * 1024
 PAGES_PER_CHUNK = CHUNK // 4096
@@ -242,6 +242,14 @@ def test_fragment_cache_never_hides_injected_damage(pristine, tree):
         assert img.read_chunk(img.resolve("d/small-a"), 0) == (tree / "d" / "small-a").read_bytes()
 
 
+def touching(offset: int, length: int, fragment_page: int) -> set[int]:
+    """The pages of a tail of `length` bytes at `offset` in its fragment that hold bytes
+    of the fragment's page `fragment_page`."""
+    lo, hi = fragment_page * 4096, (fragment_page + 1) * 4096
+    return {k for k in range(-(-length // 4096))
+            if offset + k * 4096 < hi and lo < offset + min((k + 1) * 4096, length)}
+
+
 def test_fragment_cache_holds_unverified_blocks_and_every_read_verifies(pristine, tree):
     # The cache keeps decompressed bytes; a read still checks its pages against the
     # table, so bytes damaged while cached are caught by the next read.
@@ -254,35 +262,45 @@ def test_fragment_cache_holds_unverified_blocks_and_every_read_verifies(pristine
         img._cache[block] = cached[: offset + 5000] + b"!" + cached[offset + 5001 :]
         with pytest.raises(IntegrityError) as caught:
             img.read_chunk(ino, 0)
-        assert caught.value.pages == {1}  # byte 5000 is in the file's page 1
-        assert img.read_pages(ino, 0, 1) == want[:4096]
+        # byte 5000 is in the file's page 1; its fragment page may hold bytes of page 0 too
+        bad = touching(offset, len(want), (offset + 5000) // 4096)
+        assert 1 in bad and caught.value.pages == bad
+        assert img.read_pages(ino, 2, 1) == want[8192:]
 
 
-def test_damage_in_a_fragment_fails_only_the_tail_it_is_in(pristine, tree, image, forge):
-    # Tails share a fragment block but each has pages of its own there, so a bad page
-    # hash of one tail fails that tail's page, and its neighbours still read. (With one
-    # hash per block, all of them failed.)
+def test_damage_to_a_fragment_page_fails_exactly_the_tails_in_it(pristine, tree, image, forge):
+    # A fragment's page hashes are its own pages', as a disk's sectors: a bad one fails
+    # every page of every tail that has bytes in that fragment page, and nothing else.
     reseal, tables_of = forge
+    want = {n: (tree / "d" / n).read_bytes() for n in ("small-a", "small-b")}
     with Image.open(pristine) as img:
         a, b = img.resolve("d/small-a"), img.resolve("d/small-b")
-        block_a, offset_a, _, _ = img._chunk_entry(a, 0)
-        block_b, offset_b, hash_b, _ = img._chunk_entry(b, 0)
-        assert block_a == block_b and offset_a != offset_b  # one fragment, two tails
-        at = (hash_b + 1) * 32  # small-b's page 1
+        block, offset_a, _, _ = img._chunk_entry(a, 0)
+        block_b, offset_b, _, _ = img._chunk_entry(b, 0)
+        assert block == block_b and offset_a != offset_b  # one fragment, two tails
+        page = (offset_b + 4096) // 4096  # the fragment page of small-b's byte 4096
+        at = (img._block_hash[block] + page) * 32
     hashes = bytearray(tables_of(image)["pagehashes"])
     hashes[at] ^= 0x80
     reseal(image, {"pagehashes": bytes(hashes)})
-    want_b = (tree / "d" / "small-b").read_bytes()
+    bad = {"small-a": touching(offset_a, 3000, page), "small-b": touching(offset_b, 9000, page)}
+    assert 1 in bad["small-b"] and 2 not in bad["small-b"]
     with Image.open(image) as img:
-        a, b = img.resolve("d/small-a"), img.resolve("d/small-b")
-        assert img.read_chunk(a, 0) == (tree / "d" / "small-a").read_bytes()
-        with pytest.raises(IntegrityError) as caught:
-            img.read_chunk(b, 0)
-        assert caught.value.pages == {1}
+        for name in ("small-a", "small-b"):
+            ino = img.resolve("d/" + name)
+            if not bad[name]:
+                assert img.read_chunk(ino, 0) == want[name]
+                continue
+            with pytest.raises(IntegrityError) as caught:
+                img.read_chunk(ino, 0)
+            assert caught.value.pages == bad[name]
         cp = img.read_chunk_pages(b, 0, 0, 3)
-        assert (cp.verified, cp.bad) == (range(0, 3), frozenset({1}))
-        assert cp.page(0) == want_b[:4096] and cp.page(2) == want_b[8192:]
+        assert (cp.verified, cp.bad) == (range(0, 3), frozenset(bad["small-b"]))
+        assert cp.page(2) == want["small-b"][8192:]
         # Served from the fragment cache now: still checked, page by page.
-        assert img.read_pages(b, 2, 1) == want_b[8192:]
+        assert img.read_pages(b, 2, 1) == want["small-b"][8192:]
         with pytest.raises(IntegrityError):
             img.read_pages(b, 1, 1)
+        report = scrub(img)
+    assert sorted((d.path, d.first_page, d.last_page) for d in report.damage) == sorted(
+        (b"/d/" + n.encode(), min(p), max(p)) for n, p in bad.items() if p)

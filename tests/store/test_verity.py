@@ -38,18 +38,20 @@ def test_piecewise_level0_equals_whole():
     assert digest_from_level0(level0, len(data)) == fsverity_digest(data)
 
 
-def test_page_hashes_are_the_files_fsverity_leaves(tmp_path):
-    # Format 2 stores one hash per 4 KiB page of each block; with chunks and tails at
-    # 4 KiB offsets of their blocks, every file page's hash in the table is the page's
-    # fs-verity leaf, and the file's digest is the tree built on exactly those leaves.
-    from pagerfs.store import Image, build_image
+def test_digest_is_computed_from_page_hashes_and_tails_when_asked(tmp_path):
+    # Format 5 stores no digest: a full chunk's block page hashes are the file's
+    # leaves, a tail in a fragment is read (verified) and hashed, zero padded. The
+    # result is what the file's own leaves give, kept once computed, and a damaged tail
+    # fails it rather than giving a digest of damaged bytes.
+    from pagerfs.store import Image, IntegrityError, build_image
     from pagerfs.store import format as fmt
 
     rng = random.Random(5)
     tree = tmp_path / "tree"
     tree.mkdir()
     files = {"big": rng.randbytes(3 * 16384 + 5000), "text": b"page " * 9000,
-             "one": b"x", "two-pages": rng.randbytes(4097), "page": rng.randbytes(4096)}
+             "one": b"x", "two-pages": rng.randbytes(4097), "page": rng.randbytes(4096),
+             "empty": b""}
     for name, data in files.items():
         (tree / name).write_bytes(data)
     image = tmp_path / "img"
@@ -57,16 +59,27 @@ def test_page_hashes_are_the_files_fsverity_leaves(tmp_path):
     with Image.open(image) as img:
         for name, data in files.items():
             ino = img.resolve(name)
-            _, _, _, _, _, _, size, first, count, digest = img._inodes[ino - 1]
-            leaves = []
-            for index in range(count):
-                _, _, first_hash, _ = img._chunk_entry(ino, index)
-                npages = img.chunk_pages(ino, index)[1]
-                at = first_hash * fmt.PAGE_HASH
-                leaves.append(img._page_hashes[at : at + npages * fmt.PAGE_HASH])
-            level0 = b"".join(leaves)
-            assert level0 == block_hashes(data), name
-            assert digest == digest_from_level0(level0, size) == fsverity_digest(data)
+            size = img.stat(ino).size
+            for index in range(size // 16384):  # full chunks: the leaves are stored
+                block, offset, _, _ = img._chunk_entry(ino, index)
+                at = img._block_hash[block] * fmt.PAGE_HASH
+                assert offset == 0 and img._page_hashes[at : at + 4 * fmt.PAGE_HASH] == \
+                    block_hashes(data[index * 16384 : (index + 1) * 16384])
+            assert img.fsverity_digest(ino) == fsverity_digest(data), name
+            assert digest_from_level0(block_hashes(data), size) == fsverity_digest(data)
+            assert ino in img._digests
+        one = img.resolve("one")
+        block, offset, _, _ = img._chunk_entry(one, 0)
+    raw = bytearray(image.read_bytes())
+    # "one" is a 1-byte tail in a fragment: damage the stored block it is in.
+    with Image.open(image) as img:
+        off, stored, length = img._blocks[block]
+    assert stored == length  # raw (random bytes do not compress): byte for byte
+    raw[off + offset] ^= 1
+    image.write_bytes(bytes(raw))
+    with Image.open(image) as img:
+        with pytest.raises(IntegrityError):
+            img.fsverity_digest(img.resolve("one"))
 
 
 @pytest.mark.parametrize("seed", range(6))
