@@ -108,18 +108,22 @@ class VmoGone(Exception):
     """The file's VMO was closed (detached) while its request was being served."""
 
 
-def _tamper_for(first_page: int, npages: int, pages: frozenset[int]):
-    """A tamper hook that inverts the stored bytes lying where `pages` sit in the chunk.
+def _tamper_for(first_page: int, pages: frozenset[int], span: tuple[int, int, int]):
+    """A tamper hook that inverts the stored bytes lying where `pages` sit in the chunk's
+    block: `span` is (offset, length) of the chunk in the block's uncompressed bytes
+    and the block's length (Image.block_span; a tail shares a fragment with others).
 
     Stored bytes are compressed, so "where" is proportional; the point is only that the
     store's own verification, not the pager, decides that the chunk is bad.
     """
-    lo, hi = min(pages) - first_page, max(pages) - first_page + 1
+    offset, length, block = span
+    lo = offset + (min(pages) - first_page) * PAGE
+    hi = offset + min((max(pages) - first_page + 1) * PAGE, length)
 
     def tamper(stored: bytes) -> bytes:
         n = len(stored)
-        start = min(n * lo // npages, max(n - 1, 0))
-        end = max(n * hi // npages, start + 1)
+        start = min(n * lo // block, max(n - 1, 0))
+        end = max(n * hi // block, start + 1)
         return stored[:start] + bytes(b ^ 0xFF for b in stored[start:end]) + stored[end:]
 
     return tamper
@@ -410,11 +414,14 @@ class RequestServer:
         bad: dict[str, set[int]] = {}
         if corrupt:
             try:
-                img.read_chunk(req.ino, index, tamper=_tamper_for(first, count, corrupt))
+                img.read_chunk(req.ino, index,
+                               tamper=_tamper_for(first, corrupt, img.block_span(req.ino, index)))
             except IntegrityError as err:
                 # The store decided the chunk is bad; the rule says which of its pages
-                # were "damaged", so only those are lost.
-                bad["IO_DATA_INTEGRITY"] = (named(err) & corrupt) or named(err)
+                # were "damaged", so only those are lost. (Damage aimed into an lz4
+                # block lands only roughly where the pages are, maybe in other pages
+                # of a tail's fragment: the rule's pages are lost even then.)
+                bad["IO_DATA_INTEGRITY"] = (named(err) & corrupt) or set(corrupt)
             except StoreIOError as err:
                 bad["IO"] = named(err)
             else:

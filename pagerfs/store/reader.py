@@ -573,6 +573,16 @@ class Image:
         except codec.DecodeError as err:
             raise _BlockFailure(IntegrityError, str(err)) from None
 
+    def block_span(self, ino: int, index: int) -> tuple[int, int, int]:
+        """(offset, length) of chunk `index`'s bytes in its block's uncompressed bytes,
+        and the block's length: where a tamper hook must damage the stored bytes to hit
+        given pages of the chunk (a tail is part of a shared fragment). A hole is
+        tampered with as if stored alone: (0, length, length)."""
+        block, offset, _, length = self._chunk_entry(ino, index)
+        if block == fmt.HOLE:
+            return 0, length, length
+        return offset, length, self._blocks[block][2]
+
     def is_hole(self, ino: int, index: int) -> bool:
         """Whether chunk `index` of the file is all hole (zeros, nothing stored)."""
         return self._chunk_entry(ino, index)[0] == fmt.HOLE
