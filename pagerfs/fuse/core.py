@@ -135,7 +135,7 @@ class FileSystem:
         if data is None:
             # A random miss is served here, without two thread hand-offs; done may
             # have been called by the time this returns (see UserPager.serve_here).
-            self.pager.serve_here()
+            self.pager.serve_here(f.ino, offset, length)
         return data
 
     def release(self, fh: int) -> None:

@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import os
 import threading
+from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Iterable
 
 from pagerfs import zircon as zx
@@ -78,8 +79,36 @@ class _Claim:
 
     def __init__(self) -> None:
         self.started = False
-        self.done = threading.Event()
+        self.done = _Done()
         self.data: bytes | None = None
+
+
+class _Done:
+    """A one-shot event: set once, waited for by any number of threads. One lock,
+    not threading.Event's condition and two locks: one is made for every chunk of
+    read-ahead."""
+
+    __slots__ = ("_lock", "_unset")
+
+    def __init__(self) -> None:
+        self._lock = _allocate_lock()
+        self._lock.acquire()
+        self._unset = [True]  # emptied by the one set() that releases the lock
+
+    def set(self) -> None:
+        try:
+            self._unset.pop()  # atomic: of two threads setting it, one gets here
+        except IndexError:
+            return
+        self._lock.release()
+
+    def is_set(self) -> bool:
+        return not self._unset
+
+    def wait(self) -> None:
+        if self._unset:
+            with self._lock:  # released by set(); let the next waiter through too
+                pass
 
 
 @dataclasses.dataclass

@@ -22,8 +22,12 @@ class Stats:
         self._counts: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
 
     def add(self, ino: int, **counts: int) -> None:
+        # Called a few times for every chunk served: plain additions, not
+        # Counter.update (which checks its argument's type on every call).
         with self._lock:
-            self._counts[ino].update(counts)
+            mine = self._counts[ino]
+            for name, n in counts.items():
+                mine[name] += n
 
     def failed(self, ino: int, status: str, pages: int) -> None:
         """Count pages failed with `status` (negative: take back a count whose FAIL

@@ -223,11 +223,12 @@ class UserPager:
 
     # -- serving in the reader's thread -----------------------------------------------
 
-    def serve_here(self) -> None:
+    def serve_here(self, ino: int, offset: int, length: int) -> None:
         """Serve a page request that is waiting on the port in the calling thread, if
         it is one that needs no other thread: one chunk at most, that read-ahead does
         not hold, of a file without fault rules (a random miss, mostly). Call it right after a read parked on a request (vmo_read_async gave
-        None), from a thread that must not wait for another (the trio thread).
+        None), from a thread that must not wait for another (the trio thread), with
+        that read's range: a read that could not be served here takes no packet.
 
         A random miss otherwise costs two thread hand-offs, the port's wake-up of a
         pager thread and the pager thread's wake-up of the reader, which on this
@@ -239,6 +240,8 @@ class UserPager:
         stream's, a file with rules: they may wait on read-ahead or sleep in a
         delay_ms rule) is handed to a pager thread.
         """
+        if self._faults.get(ino) or not self.server.serves_alone(ino, offset, length):
+            return  # the read (ino, offset, length) that parked: its request is not one
         try:
             packet = zx.zx_port_wait(self.port, 0)
         except zx.ZxError:

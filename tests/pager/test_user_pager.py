@@ -356,7 +356,7 @@ def test_a_small_file_with_a_rule_waits_for_the_request_the_rule_acts_on(pager):
         assert outcome(vmo, 0, 11) == b"small file\n"  # count=1: the next request is served
 
 
-def _read_from(vmo, offset, length, serve_here):
+def _read_from(up, ino, vmo, offset, length):
     """vmo_read_async, then serve_here in this thread; (data, thread that ended it)."""
     import threading
     ended = threading.Event()
@@ -368,7 +368,7 @@ def _read_from(vmo, offset, length, serve_here):
 
     data = zx.vmo_read_async(vmo, offset, length, done)
     assert data is None  # the pages were absent: the read parked on a request
-    serve_here()
+    up.serve_here(ino, offset, length)
     assert ended.wait(30)
     status, data, thread = got[0]
     return (data if status == zx.ZX_OK else status), thread
@@ -380,7 +380,7 @@ def test_a_random_miss_is_served_in_the_readers_own_thread(source):
     # No pager thread at all: only serve_here can answer.
     with Image.open(image_path) as image, own_pager(image, threads=0) as up, \
             file_vmo(up, b"f") as (ino, vmo):
-        got, thread = _read_from(vmo, 9 * PAGE, PAGE, up.serve_here)
+        got, thread = _read_from(up, ino, vmo, 9 * PAGE, PAGE)
         assert got == data[9 * PAGE:10 * PAGE]
         assert thread == threading.get_ident()
         assert up.stats.snapshot(ino)["page_requests"] == 1
@@ -392,12 +392,12 @@ def test_serve_here_leaves_streams_and_rules_to_the_pager_threads(source):
     with Image.open(image_path) as image, own_pager(image, threads=1, read_ahead=0) as up, \
             file_vmo(up, b"f") as (ino, vmo):
         # Two chunks: never in the reader's thread, whichever thread took the packet.
-        got, thread = _read_from(vmo, 2 * PAGE, 4 * PAGE, up.serve_here)
+        got, thread = _read_from(up, ino, vmo, 2 * PAGE, 4 * PAGE)
         assert got == data[2 * PAGE:6 * PAGE]
         assert thread != threading.get_ident()
         # A file with a rule (which may sleep): a pager thread applies it.
         up.add_fault(ino, parse_rule("pages=13 error=IO_DATA_INTEGRITY"))
-        got, thread = _read_from(vmo, 13 * PAGE, PAGE, up.serve_here)
+        got, thread = _read_from(up, ino, vmo, 13 * PAGE, PAGE)
         assert got == zx.ZX_ERR_IO_DATA_INTEGRITY
         assert thread != threading.get_ident()
 
@@ -410,7 +410,13 @@ def test_what_serve_here_leaves_waits_for_a_pager_thread(source):
         ended = []
         assert zx.vmo_read_async(vmo, 2 * PAGE, 4 * PAGE,
                                  lambda status, data: ended.append(status)) is None
-        up.serve_here()  # two chunks: handed on, not served
-        assert ended == [] and len(up._handoff) == 1
-        up.close(ino)  # the detach ends the request nobody served
-        assert ended == [zx.ZX_ERR_BAD_STATE]
+        up.serve_here(ino, 2 * PAGE, 4 * PAGE)  # two chunks: not even taken
+        assert ended == [] and zx.zx_port_wait(up.port, 0).key == ino
+        # Taken for a read of one page, it is found to be a request of two chunks:
+        # handed on, not served.
+        assert zx.vmo_read_async(vmo, 9 * PAGE, 4 * PAGE,
+                                 lambda status, data: ended.append(status)) is None
+        up.serve_here(ino, 9 * PAGE, PAGE)
+        assert len(up._handoff) == 1
+        up.close(ino)  # the detach ends the requests nobody served
+        assert ended == [zx.ZX_ERR_BAD_STATE] * 2
