@@ -163,14 +163,16 @@ def _setup_logging(foreground: bool, log_path: str | None, debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
+def limit_malloc_arenas(arenas: int = 1) -> bool:
     """Cap glibc's malloc arenas; False where that cannot be done (not glibc).
 
     glibc gives each new thread an arena of its own, up to 8 per core, and each keeps
     the memory its thread freed. The daemon's pager and read-ahead threads allocate and
     free chunk-sized buffers all the time, so with one arena each the daemon's peak RSS
     reading a file 4x its 128 MiB budget was 214-222 MiB; with 2 arenas, 194-197 MiB
-    (tools/bench --only memory). Must run before the threads start.
+    (tools/bench --only memory); with 1, 185-186 against 191-193 with 2 (2026-12-03,
+    alternating mounts), no slower: the threads allocate a few chunk buffers per MiB,
+    far too few to contend for one arena's lock. Must run before the threads start.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
