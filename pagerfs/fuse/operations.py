@@ -77,7 +77,8 @@ class _Reply:
             pass  # the mount is gone; nobody waits for this read any more
 
     async def wait(self) -> bytes:
-        await self._event.wait()
+        if not self._event.is_set():  # set already when the handler's thread served it
+            await self._event.wait()
         status, data = self._result
         if status != zx.ZX_OK:
             raise zx.ZxError(status)
