@@ -190,6 +190,7 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
     import pyfuse3
     import trio
 
+    from pagerfs.fuse import session
     from pagerfs.fuse.core import FileSystem
     from pagerfs.fuse.operations import Operations
     from pagerfs.pager.trace import Trace
@@ -214,6 +215,7 @@ def serve(image, image_path: str, mountpoint: str, options: MountOptions,
                     "default_permissions", *options.fuse_options}
     if options.allow_other:
         fuse_options.add("allow_other")
+    session.enable()
     try:
         pyfuse3.init(Operations(fs), mountpoint, fuse_options)
     except Exception as err:
