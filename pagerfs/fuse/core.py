@@ -104,10 +104,11 @@ class FileSystem:
     def open(self, ino: int, flags: int) -> int:
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             raise ReadOnly()
-        if not self.is_regular(ino):
+        inode = self.image.stat(ino)
+        if not statmod.S_ISREG(st_mode(inode)):
             raise IsADirectoryError(ino)
-        size = self.image.stat(ino).size
-        vmo = self.pager.open(ino)
+        size = inode.size
+        vmo = self.pager.open(ino, size)
         with self._lock:
             fh = next(self._fh)
             self._handles[fh] = OpenFile(ino, vmo, size)

@@ -68,7 +68,7 @@ class UserPager:
         self.server.schedule = self._schedule_ahead
         self._lock = threading.Lock()
         self._vmos: dict[int, _OpenVmo] = {}
-        self._faults: dict[int, FaultSet] = collections.defaultdict(FaultSet)
+        self._faults: dict[int, FaultSet] = {}
         self._stop = threading.Event()
         # The aux VMO of whichever thread opens files (see open).
         self._open_aux = zx.zx_vmo_create(image.chunk_size, 0)
@@ -93,8 +93,9 @@ class UserPager:
 
     # -- VMOs ---------------------------------------------------------------------------
 
-    def open(self, ino: int) -> int:
-        """The VMO of a regular file, created on first open; pair with close().
+    def open(self, ino: int, size: int | None = None) -> int:
+        """The VMO of a regular file (of `size` bytes, if the caller has it at hand),
+        created on first open; pair with close().
 
         A file of one chunk is supplied whole as its VMO is created, the first time it
         is opened, in the opener's thread: it will be read (that is what opening a file
@@ -108,14 +109,15 @@ class UserPager:
         with self._lock:
             entry = self._vmos.get(ino)
             if entry is None:
-                size = self.image.stat(ino).size
+                if size is None:
+                    size = self.image.stat(ino).size
                 handle = zx.zx_pager_create_vmo(self.pager, 0, self.port, ino, size)
                 entry = self._vmos[ino] = _OpenVmo(handle, 0)
                 supply_now = 0 < size <= self.image.chunk_size and not self._opened_before(ino)
             entry.refs += 1
             handle = entry.handle
         if supply_now:
-            self._supply_at_open(ino)
+            self._supply_at_open(ino, handle)
         return handle
 
     def _opened_before(self, ino: int) -> bool:
@@ -125,12 +127,22 @@ class UserPager:
         seen, self._opened[ino] = self._opened[ino], 1
         return bool(seen)
 
-    def _supply_at_open(self, ino: int) -> None:
+    def _supply_at_open(self, ino: int, handle: int) -> None:
+        # The opener holds a reference to the VMO, so it cannot go away meanwhile.
+        # A file that never had rules (nearly all) has no FaultSet, and needs none to
+        # be made for it: the check and the supply happen under _open_lock, which
+        # _faultset takes once after making a file's first FaultSet, so a rule's
+        # eviction of its pages always comes after a supply that found no rules.
+        with self._open_lock:
+            if ino not in self._faults:
+                self.server.supply_chunk(self._open_aux, ino, handle, 0)
+                return
         # The opener may be the trio thread, which must not wait on another thread: if
         # the file's rules are being changed, the first read will ask instead.
-        with self._serving(ino, wait=False) as (handle, faults):
+        faults = self._faults[ino]
+        with faults.serving(wait=False) as admitted:
             # A rule must act on the request that really asks: leave its file alone.
-            if handle is not None and not faults:
+            if admitted and not faults:
                 with self._open_lock:
                     self.server.supply_chunk(self._open_aux, ino, handle, 0)
 
@@ -157,7 +169,15 @@ class UserPager:
 
     def _faultset(self, ino: int) -> FaultSet:
         with self._lock:
-            return self._faults[ino]
+            faults = self._faults.get(ino)
+            if faults is not None:
+                return faults
+            faults = self._faults[ino] = FaultSet()
+        # An open that found the file without rules may be supplying it right now (see
+        # _supply_at_open): let it finish, so that what the caller evicts next stays out.
+        with self._open_lock:
+            pass
+        return faults
 
     def add_fault(self, ino: int, rule: FaultRule) -> int:
         """Arm a rule and evict its pages, so that the next access asks the pager."""
