@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import threading
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -420,3 +421,53 @@ def test_what_serve_here_leaves_waits_for_a_pager_thread(source):
         assert len(up._handoff) == 1
         up.close(ino)  # the detach ends the requests nobody served
         assert ended == [zx.ZX_ERR_BAD_STATE] * 2
+
+
+def test_a_rule_armed_during_a_supply_at_open_still_acts_on_the_first_read(pager):
+    """A file without rules is supplied at open without a rule gate; arming its first
+    rule must wait for such a supply in progress before evicting, or the supplied page
+    would stay present and the rule would never see a request."""
+    ino = pager.image.resolve(b"small")
+    in_supply, go = threading.Event(), threading.Event()
+    real_supply = pager.server.supply_chunk
+
+    def held_supply(*args):
+        in_supply.set()
+        assert go.wait(30)
+        real_supply(*args)
+
+    armer_waits = threading.Event()
+
+    class WatchedLock:
+        """The open lock, telling when the arming thread asks for it."""
+
+        def __init__(self, lock):
+            self.lock = lock
+
+        def __enter__(self):
+            if threading.current_thread().name == "armer":
+                armer_waits.set()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    pager.server.supply_chunk = held_supply
+    pager._open_lock = WatchedLock(pager._open_lock)
+    vmos = []
+    opener = threading.Thread(target=lambda: vmos.append(pager.open(ino)))
+    opener.start()
+    assert in_supply.wait(30)
+    armer = threading.Thread(target=pager.add_fault, name="armer",
+                             args=(ino, parse_rule("pages=0 error=IO count=1")))
+    armer.start()
+    while armer.is_alive() and not armer_waits.wait(0.05):
+        pass  # it either waits for the supply (right) or finishes without (wrong)
+    go.set()
+    opener.join(30)
+    armer.join(30)
+    try:
+        assert pager.committed_pages(ino) == 0
+        assert outcome(vmos[0], 0, 11) == zx.ZX_ERR_IO
+    finally:
+        pager.close(ino)
