@@ -471,3 +471,78 @@ def test_a_rule_armed_during_a_supply_at_open_still_acts_on_the_first_read(pager
         assert outcome(vmos[0], 0, 11) == zx.ZX_ERR_IO
     finally:
         pager.close(ino)
+
+
+def test_readers_serving_their_own_misses_beside_the_pager_threads_all_get_their_bytes(source):
+    """Several threads read at once, each calling serve_here after its read parked, as
+    the trio thread does: packets they take that are not theirs, or not one chunk,
+    reach a pager thread, and every read ends with the right bytes."""
+    import random
+    import threading
+    data, image_path = source
+    pages = len(data) // PAGE
+    with Image.open(image_path) as image, own_pager(image, threads=2, read_ahead=0) as up, \
+            file_vmo(up, b"f") as (ino, vmo):
+        failures = []
+
+        def reader(seed):
+            rng = random.Random(seed)
+            for _ in range(40):
+                first = rng.randrange(pages)
+                count = min(rng.choice((1, 1, 2, 5)), pages - first)
+                zx.scanner_evict(vmo, first * PAGE, count * PAGE)
+                ended = threading.Event()
+                got = []
+
+                def done(status, out):
+                    got.append((status, out))
+                    ended.set()
+
+                out = zx.vmo_read_async(vmo, first * PAGE, count * PAGE, done)
+                if out is None:
+                    up.serve_here(ino, first * PAGE, count * PAGE)
+                    if not ended.wait(30):
+                        failures.append(("no answer", first, count))
+                        return
+                    status, out = got[0]
+                    if status != zx.ZX_OK:
+                        failures.append((status, first, count))
+                        continue
+                if out != data[first * PAGE:(first + count) * PAGE]:
+                    failures.append(("wrong bytes", first, count))
+
+        threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert failures == []
+
+
+def test_a_request_serve_here_hands_on_wakes_an_idle_pager_thread(source):
+    import threading
+    data, image_path = source
+    with Image.open(image_path) as image, own_pager(image, threads=1, read_ahead=0) as up, \
+            file_vmo(up, b"f") as (ino, vmo), file_vmo(up, b"small") as (small, small_vmo):
+        # Keep the one pager thread asleep in a delay rule on the other file...
+        up.add_fault(small, parse_rule("pages=0 error=none delay_ms=60000"))
+        slept = threading.Event()
+        assert zx.vmo_read_async(small_vmo, 0, PAGE, lambda s, d: slept.set()) is None
+        for _ in range(3000):
+            if up.stats.snapshot(small)["delays"]:
+                break
+            threading.Event().wait(0.01)
+        assert up.stats.snapshot(small)["delays"] == 1
+        # ...while this thread takes a request of two chunks off the port and hands it on.
+        ended = threading.Event()
+        got = []
+        assert zx.vmo_read_async(vmo, 9 * PAGE, 4 * PAGE,
+                                 lambda s, d: (got.append(d), ended.set())) is None
+        up.serve_here(ino, 9 * PAGE, PAGE)
+        assert not ended.is_set()
+        # Once awake and done with the other file, the pager thread must be told of it.
+        up.hurry()
+        assert slept.wait(30)
+        assert ended.wait(30)
+        assert got == [data[9 * PAGE:13 * PAGE]]
