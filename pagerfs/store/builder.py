@@ -26,10 +26,10 @@ import os
 import signal
 import stat as statmod
 import tempfile
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from pagerfs.store import format as fmt
 from pagerfs.store.codec import native
@@ -42,6 +42,7 @@ PIECE = 4 << 20  # bytes of one file read and processed at once
 BATCH_BYTES = 1 << 20  # small files go to a worker in batches of about this much...
 BATCH_FILES = 64  # ...or this many, to keep per-task overhead small
 WINDOW_BYTES = 64 << 20  # file bytes in flight at most, to bound memory
+WRITES_IN_FLIGHT = 64  # stored blocks handed to the writing thread and not yet written
 _SKIPPED = {statmod.S_IFCHR: "character device", statmod.S_IFBLK: "block device",
             statmod.S_IFIFO: "FIFO", statmod.S_IFSOCK: "socket"}
 
@@ -153,7 +154,7 @@ class _Chunk(NamedTuple):
 class _Piece(NamedTuple):
     chunks: list[_Chunk]  # its full chunks
     tail: bytes  # the file's short last chunk, if this piece holds it
-    tail_key: bytes  # identifies the tail's contents, for deduplication
+    tail_key: bytes  # identifies the tail's contents, for deduplication (b"": unique)
     holes: int = 0  # a piece that is a run of hole chunks: how many (nothing else is set)
 
 
@@ -195,7 +196,9 @@ def _data_runs(path: bytes, size: int, cs: int) -> list[tuple[bool, int, int]]:
 
 
 def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool,
-                hole: bool = False) -> _Piece:
+                hole: bool = False, dedup: bool = True) -> _Piece:
+    """`dedup`: whether another file's tail has this one's length (only then can the
+    two be equal, so only then is the tail hashed to find out)."""
     if hole:  # nothing to read: the reader makes its zeros
         return _Piece([], b"", b"", -(-length // cs))
     try:
@@ -224,11 +227,11 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool,
     for o in range(0, whole, cs):
         stored, leaves = native.encode_block(mv[o : o + cs])
         chunks.append(_Chunk(hashlib.sha256(leaves).digest(), leaves, stored, cs))
-    tail = bytes(mv[whole:])
-    return _Piece(chunks, tail, hashlib.sha256(tail).digest() if tail else b"")
+    tail = data if whole == 0 else bytes(mv[whole:])  # a small file is all tail: no copy
+    return _Piece(chunks, tail, hashlib.sha256(tail).digest() if tail and dedup else b"")
 
 
-def _read_batch(items: list[tuple[bytes, int, int, int, bool, bool]]) -> list[_Piece]:
+def _read_batch(items: list[tuple[bytes, int, int, int, bool, bool, bool]]) -> list[_Piece]:
     return [_read_piece(*item) for item in items]
 
 
@@ -251,11 +254,15 @@ def _executor(jobs: int) -> Executor:
 
 
 class _Writer:
-    """Assigns block numbers and writes blocks to the image in block order."""
+    """Assigns block numbers and image offsets in block order; the writing thread
+    `pwrite`s each block there, so that this (the main) thread, which also orders every
+    file's results, is not held up by the copies into the page cache."""
 
-    def __init__(self, out, pool: Executor, cs: int):
-        self.out = out
+    def __init__(self, fd: int, pool: Executor, writes: Executor, cs: int):
+        self.fd = fd
         self.pool = pool
+        self.writes = writes
+        self.written: deque[Future] = deque()
         self.cs = cs
         self.offset = fmt.HEADER_SIZE
         self.blocks: list[tuple[int, int, int]] = []  # offset, stored, length
@@ -263,7 +270,8 @@ class _Writer:
         self.pending: deque[tuple[int, Future | tuple]] = deque()
         self.by_key: dict[bytes, int] = {}
         self.tails: dict[bytes, _Loc] = {}
-        self.fragment = bytearray()
+        self.fragment: list[bytes] = []  # its tails, joined by the fragment thread
+        self.fragment_bytes = 0
         self.fragment_locs: list[_Loc] = []
         self.count = 0
 
@@ -275,26 +283,30 @@ class _Writer:
         return _Loc(block, 0)
 
     def tail(self, data: bytes, key: bytes) -> _Loc:
-        loc = self.tails.get(key)
+        loc = self.tails.get(key) if key else None
         if loc is not None:
             return loc
         # Tails are packed byte after byte, with no padding; the fragment's page
         # hashes are its own pages', so a tail is checked by the one or more fragment
         # pages it lies in.
-        if len(self.fragment) + len(data) > self.cs:
+        if self.fragment_bytes + len(data) > self.cs:
             self.close_fragment()
-        loc = self.tails[key] = _Loc(-1, len(self.fragment))
-        self.fragment += data
+        loc = _Loc(-1, self.fragment_bytes)
+        if key:
+            self.tails[key] = loc
+        self.fragment.append(data)
+        self.fragment_bytes += len(data)
         self.fragment_locs.append(loc)
         return loc
 
     def close_fragment(self) -> None:
         if not self.fragment:
             return
-        block = self._new_block(self.pool.submit(_compress_fragment, bytes(self.fragment)))
+        block = self._new_block(self.pool.submit(_compress_fragment, self.fragment))
         for loc in self.fragment_locs:
             loc.block = block
-        self.fragment = bytearray()
+        self.fragment = []
+        self.fragment_bytes = 0
         self.fragment_locs = []
 
     def _new_block(self, item: Future | tuple) -> int:
@@ -313,14 +325,34 @@ class _Writer:
                 item = item.result()
             self.pending.popleft()
             stored, length, hashes = item
-            self.out.write(stored)
+            self.written.append(self.writes.submit(_pwrite_all, self.fd, stored, self.offset))
             self.blocks.append((self.offset, len(stored), length))
             self.page_hashes.append(hashes)
             self.offset += len(stored)
+            # A failed write raises here (OSError), at the latest when the writing
+            # thread falls this far behind.
+            while self.written and (self.written[0].done()
+                                    or len(self.written) > WRITES_IN_FLIGHT):
+                self.written.popleft().result()
+
+    def finish(self) -> None:
+        """Write the last fragment and every block still pending; wait for the writes."""
+        self.close_fragment()
+        self.drain(wait=True)
+        while self.written:
+            self.written.popleft().result()
 
 
-def _compress_fragment(data: bytes) -> tuple[bytes, int, bytes]:
-    # On the fragment thread, not in the thread that writes the image.
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _compress_fragment(tails: list[bytes]) -> tuple[bytes, int, bytes]:
+    # On the fragment thread, not in the thread that orders the results.
+    data = b"".join(tails)
     stored, hashes = native.encode_block(data)
     return stored, len(data), hashes
 
@@ -345,10 +377,23 @@ def _pieces(node: _Node, cs: int):
 
 def _batches(files: list[_Node], cs: int):
     """(node, length, last) of each piece, and the batch of pieces for one worker task."""
+    # Tails can be equal only if their lengths are: the many of a unique length (most
+    # bytes of a real tree's tails) need no hash to look for their duplicates.
+    lengths = Counter(node.st.st_size % cs for node in files)
+    shared_tails = {n: count > 1 for n, count in lengths.items()}
     batch, nodes, nbytes = [], [], 0
+    piece = max(PIECE, cs)
     for node in files:
-        for start, length, last, hole in _pieces(node, cs):
-            batch.append((node.path, start, length, cs, last, hole))
+        size = node.st.st_size
+        if not size:
+            continue
+        if size <= piece and node.st.st_blocks * 512 >= size:
+            pieces: Iterable = ((0, size, True, False),)  # most files: one piece, no holes
+        else:
+            pieces = _pieces(node, cs)
+        for start, length, last, hole in pieces:
+            batch.append((node.path, start, length, cs, last, hole,
+                          last and shared_tails[size % cs]))
             nodes.append((node, length, last))
             nbytes += 0 if hole else length
             if nbytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
@@ -358,15 +403,16 @@ def _batches(files: list[_Node], cs: int):
         yield nodes, batch, nbytes
 
 
-def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance,
+def _write_data(fd: int, files: list[_Node], cs: int, jobs: int, advance: Advance,
                 checkpoint: Callable[[], None]) -> _Writer:
     for node in files:
         if node.st.st_size == 0:
             advance(0, 1)
     # Fragments are compressed in a thread of their own so that the workers' batches,
-    # queued first, do not hold them up.
-    with _executor(jobs) as pool, ThreadPoolExecutor(max_workers=1) as fragments:
-        writer = _Writer(out, fragments, cs)
+    # queued first, do not hold them up; blocks are written by another.
+    with (_executor(jobs) as pool, ThreadPoolExecutor(max_workers=1) as fragments,
+          ThreadPoolExecutor(max_workers=1) as writes):
+        writer = _Writer(fd, fragments, writes, cs)
         window: deque[tuple[list, int, Future]] = deque()
         inflight = 0
 
@@ -392,8 +438,7 @@ def _write_data(out, files: list[_Node], cs: int, jobs: int, advance: Advance,
                 inflight += nbytes
             while window:
                 consume()
-            writer.close_fragment()
-            writer.drain(wait=True)
+            writer.finish()
         except BaseException:
             for *_, fut in window:
                 fut.cancel()
@@ -489,23 +534,23 @@ def build_image(source: str | bytes, dest: str | bytes, *, chunk_size: int = fmt
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         raise
     try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            out.write(bytes(fmt.HEADER_SIZE))
+        try:
             try:
-                writer = _write_data(out, files, chunk_size, jobs, advance, checkpoint)
+                writer = _write_data(fd, files, chunk_size, jobs, advance, checkpoint)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             data_end = writer.offset
             stored, entries = fmt.pack_tables(_tables(nodes, writer), data_end)
-            out.write(stored)
+            _pwrite_all(fd, stored, data_end)
             offset = data_end + len(stored)
             header = fmt.Header(fmt.VERSION, chunk_size.bit_length() - 1, 0, offset, len(nodes),
                                 len(writer.blocks), fmt.HEADER_SIZE, data_end, file_bytes, entries)
-            out.seek(0)
-            out.write(fmt.pack_header(header))
+            _pwrite_all(fd, fmt.pack_header(header), 0)  # last: it closes the image
             umask = os.umask(0)
             os.umask(umask)
-            os.fchmod(out.fileno(), 0o666 & ~umask)
+            os.fchmod(fd, 0o666 & ~umask)
+        finally:
+            os.close(fd)
         os.replace(tmp, dest)
     except OSError as err:
         _unlink(tmp)
