@@ -16,6 +16,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -562,12 +563,128 @@ done:
     return ret;
 }
 
+PyDoc_STRVAR(read_files_doc,
+"read_files(paths, starts, lengths) -> list of bytes\n\n"
+"For the builder: bytes [start, start + length) of each file, each opened (O_NOFOLLOW,\n"
+"O_NONBLOCK), read and closed in one call without the GIL, so that a batch of small\n"
+"files costs one GIL hand-off, not three per file. A result is shorter than asked\n"
+"when the file ended first. Raises OSError (with the path) for the first file that\n"
+"cannot be opened or read.");
+
+static PyObject *
+read_files(PyObject *self, PyObject *args)
+{
+    PyObject *paths_o, *starts_o, *lengths_o;
+    if (!PyArg_ParseTuple(args, "OOO:read_files", &paths_o, &starts_o, &lengths_o))
+        return NULL;
+    PyObject *paths = PySequence_Fast(paths_o, "paths must be a sequence of bytes");
+    PyObject *starts = paths ? PySequence_Fast(starts_o, "starts must be a sequence") : NULL;
+    PyObject *lengths = starts ? PySequence_Fast(lengths_o, "lengths must be a sequence") : NULL;
+    PyObject *out = NULL;
+    Py_ssize_t n = 0, *start = NULL, *want = NULL, *got = NULL;
+    int *err = NULL;
+    if (lengths == NULL)
+        goto done;
+    n = PySequence_Fast_GET_SIZE(paths);
+    if (PySequence_Fast_GET_SIZE(starts) != n || PySequence_Fast_GET_SIZE(lengths) != n) {
+        PyErr_SetString(PyExc_ValueError, "paths, starts and lengths differ in length");
+        goto done;
+    }
+    start = PyMem_Malloc((n ? n : 1) * sizeof *start);
+    want = PyMem_Malloc((n ? n : 1) * sizeof *want);
+    got = PyMem_Calloc(n ? n : 1, sizeof *got);
+    err = PyMem_Calloc(n ? n : 1, sizeof *err);
+    out = PyList_New(n);
+    if (start == NULL || want == NULL || got == NULL || err == NULL || out == NULL) {
+        if (out != NULL)
+            PyErr_NoMemory();
+        Py_CLEAR(out);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *path = PySequence_Fast_GET_ITEM(paths, i);
+        if (!PyBytes_Check(path) || strlen(PyBytes_AS_STRING(path)) != (size_t)PyBytes_GET_SIZE(path)) {
+            PyErr_SetString(PyExc_ValueError, "a path is bytes without NUL");
+            Py_CLEAR(out);
+            goto done;
+        }
+        start[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(starts, i));
+        want[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(lengths, i));
+        if (PyErr_Occurred() || start[i] < 0 || want[i] < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "negative start or length");
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyObject *buf = PyBytes_FromStringAndSize(NULL, want[i]);
+        if (buf == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, buf);
+    }
+    Py_ssize_t failed = -1;
+    /* The paths and buffers stay alive: `paths` (a list or tuple we hold) and `out`
+     * (ours alone) reference them while the GIL is released. */
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && failed < 0; i++) {
+        int fd = open(PyBytes_AS_STRING(PySequence_Fast_GET_ITEM(paths, i)),
+                      O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            err[i] = errno;
+            failed = i;
+            break;
+        }
+        char *dst = PyBytes_AS_STRING(PyList_GET_ITEM(out, i));
+        while (got[i] < want[i]) {
+            ssize_t r = pread(fd, dst + got[i], want[i] - got[i], start[i] + got[i]);
+            if (r > 0)
+                got[i] += r;
+            else if (r == 0)
+                break;
+            else if (errno != EINTR) {
+                err[i] = errno;
+                failed = i;
+                break;
+            }
+        }
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS
+    if (failed >= 0) {
+        errno = err[failed];
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PySequence_Fast_GET_ITEM(paths, failed));
+        Py_CLEAR(out);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (got[i] < want[i]) {
+            PyObject *short_ = PyBytes_FromStringAndSize(PyBytes_AS_STRING(PyList_GET_ITEM(out, i)), got[i]);
+            if (short_ == NULL) {
+                Py_CLEAR(out);
+                goto done;
+            }
+            PyList_SetItem(out, i, short_);
+        }
+    }
+done:
+    Py_XDECREF(paths);
+    Py_XDECREF(starts);
+    Py_XDECREF(lengths);
+    PyMem_Free(start);
+    PyMem_Free(want);
+    PyMem_Free(got);
+    PyMem_Free(err);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"read_block", (PyCFunction)(void (*)(void))read_block, METH_VARARGS | METH_KEYWORDS, read_block_doc},
     {"decode_block", (PyCFunction)(void (*)(void))decode_block, METH_VARARGS | METH_KEYWORDS, decode_block_doc},
     {"check_pages", (PyCFunction)(void (*)(void))check_pages, METH_VARARGS | METH_KEYWORDS, check_pages_doc},
     {"hash_pages", (PyCFunction)(void (*)(void))hash_pages, METH_VARARGS | METH_KEYWORDS, hash_pages_doc},
     {"encode_block", (PyCFunction)(void (*)(void))encode_block, METH_VARARGS | METH_KEYWORDS, encode_block_doc},
+    {"read_files", read_files, METH_VARARGS, read_files_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -116,3 +116,28 @@ def read_block(fd: int, offset: int, stored_len: int, raw_len: int, hashes, regi
         got += len(part)
     data = _decode(b"".join(parts), raw_len, stored_len < raw_len)
     return data, _check(data, hashes, plan)
+
+
+def read_files(paths, starts, lengths) -> list[bytes]:
+    if not len(paths) == len(starts) == len(lengths):
+        raise ValueError("paths, starts and lengths differ in length")
+    out = []
+    for path, start, length in zip(paths, starts, lengths):
+        if start < 0 or length < 0:
+            raise ValueError("negative start or length")
+        parts, got = [], 0
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                while got < length:
+                    part = os.pread(fd, length - got, start + got)
+                    if not part:
+                        break
+                    parts.append(part)
+                    got += len(part)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, path) from None
+        out.append(b"".join(parts))
+    return out

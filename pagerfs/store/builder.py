@@ -2,7 +2,9 @@
 
 The tree is scanned first (sorted by name, breadth first, so inode numbers and the
 layout depend only on the tree). File data is then cut into pieces that worker
-threads read and encode: each block is one call of the native codec
+threads read and encode: a batch of small files is read in one call of the native
+codec (`_codec.read_files`: every open, pread and close without the GIL), and each
+block is encoded in one more
 (`_codec.encode_block`), which without the GIL hashes its 4 KiB pages and compresses
 it with lz4. Each byte is hashed once (a tail twice: once to find duplicates, once in
 its fragment), and no fs-verity digest is computed: the reader derives it from the
@@ -195,30 +197,13 @@ def _data_runs(path: bytes, size: int, cs: int) -> list[tuple[bool, int, int]]:
     return runs
 
 
-def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool,
-                hole: bool = False, dedup: bool = True) -> _Piece:
-    """`dedup`: whether another file's tail has this one's length (only then can the
-    two be equal, so only then is the tail hashed to find out)."""
-    if hole:  # nothing to read: the reader makes its zeros
+def _encode_piece(data: bytes, length: int, cs: int, last: bool, hole: bool,
+                  dedup: bool) -> _Piece:
+    """The piece's chunks, encoded, and its tail. `dedup`: whether another file's tail
+    has this one's length (only then can the two be equal, so only then is the tail
+    hashed to find out)."""
+    if hole:  # nothing was read: the reader makes its zeros
         return _Piece([], b"", b"", -(-length // cs))
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            parts = []
-            got = 0
-            while got < length:
-                part = os.pread(fd, length - got, start + got)
-                if not part:
-                    break
-                parts.append(part)
-                got += len(part)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise BuildError(f"{show(path)}: {err.strerror}") from None
-    if got < length:
-        raise BuildError(f"{show(path)}: file shrank while the image was being built")
-    data = parts[0] if len(parts) == 1 else b"".join(parts)
     mv = memoryview(data)
     whole = length - length % cs if last else length
     # Chunk by chunk, one codec call each: hashed page by page and compressed while it
@@ -232,7 +217,22 @@ def _read_piece(path: bytes, start: int, length: int, cs: int, last: bool,
 
 
 def _read_batch(items: list[tuple[bytes, int, int, int, bool, bool, bool]]) -> list[_Piece]:
-    return [_read_piece(*item) for item in items]
+    """The pieces (path, start, length, chunk size, last, hole, dedup), read in one call of
+    the codec that holds no GIL for all the batch's opens, reads and closes (a batch is
+    up to 64 small files), then encoded."""
+    reads = [item for item in items if not item[5]]
+    try:
+        datas = iter(native.read_files([r[0] for r in reads], [r[1] for r in reads],
+                                       [r[2] for r in reads]))
+    except OSError as err:
+        raise BuildError(f"{show(err.filename)}: {err.strerror}") from None
+    pieces = []
+    for path, _start, length, cs, last, hole, dedup in items:
+        data = b"" if hole else next(datas)
+        if len(data) < length and not hole:
+            raise BuildError(f"{show(path)}: file shrank while the image was being built")
+        pieces.append(_encode_piece(data, length, cs, last, hole, dedup))
+    return pieces
 
 
 class _InlineExecutor(Executor):
@@ -408,9 +408,10 @@ def _write_data(fd: int, files: list[_Node], cs: int, jobs: int, advance: Advanc
     for node in files:
         if node.st.st_size == 0:
             advance(0, 1)
-    # Fragments are compressed in a thread of their own so that the workers' batches,
-    # queued first, do not hold them up; blocks are written by another.
-    with (_executor(jobs) as pool, ThreadPoolExecutor(max_workers=1) as fragments,
+    # Fragments are compressed in threads of their own (one per job: in a tree of
+    # small files most bytes are tails) so that the workers' batches, queued first, do
+    # not hold them up; blocks are written by another thread.
+    with (_executor(jobs) as pool, ThreadPoolExecutor(max_workers=jobs) as fragments,
           ThreadPoolExecutor(max_workers=1) as writes):
         writer = _Writer(fd, fragments, writes, cs)
         window: deque[tuple[list, int, Future]] = deque()

@@ -16,6 +16,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -238,3 +239,26 @@ def test_a_missing_native_module_is_one_line_not_a_traceback(module):
     assert done.returncode == 2, done
     assert done.stderr.startswith("pagerfs: ") and done.stderr.count("\n") == 1, done.stderr
     assert module in done.stderr and "tools/setup" in done.stderr
+
+
+def test_read_files_equals_the_oracle_and_names_the_file_it_cannot_read(tmp_path):
+    rng = random.Random(13)
+    files = []
+    for i, size in enumerate([0, 1, 4096, 70000, 5]):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(rng.randbytes(size))
+        files.append(bytes(path))
+    starts, lengths = [0, 0, 100, 4096, 0], [0, 1, 3996, 65904, 50]  # the last is short
+    for codec in CODECS:
+        got = codec.read_files(files, starts, lengths)
+        assert got == [Path(os.fsdecode(p)).read_bytes()[s : s + n]
+                       for p, s, n in zip(files, starts, lengths)]
+    os.symlink(tmp_path / "f1", tmp_path / "link")
+    for bad, code in [(tmp_path / "missing", errno.ENOENT), (tmp_path / "link", errno.ELOOP),
+                      (tmp_path, errno.EISDIR)]:
+        for codec in CODECS:
+            with pytest.raises(OSError) as caught:
+                codec.read_files([files[1], bytes(bad)], [0, 0], [1, 1])
+            assert caught.value.errno == code and caught.value.filename == bytes(bad)
+    for args in [([b"a"], [0], []), ([b"a\0b"], [0], [1]), (["str"], [0], [1]), ([b"a"], [-1], [1])]:
+        assert outcome(_codec, "read_files", *args)[1] in ("ValueError", "TypeError")
