@@ -4,14 +4,14 @@ The tree is scanned first (sorted by name, breadth first, so inode numbers and t
 layout depend only on the tree). File data is then cut into pieces that worker
 threads read and encode: a batch of small files is read in one call of the native
 codec (`_codec.read_files`: every open, pread and close without the GIL), and each
-block is encoded in one more
-(`_codec.encode_block`), which without the GIL hashes its 4 KiB pages and compresses
-it with lz4. Each byte is hashed once (a tail twice: once to find duplicates, once in
-its fragment), and no fs-verity digest is computed: the reader derives it from the
-page hashes when asked. The Python here only orders the work and writes the results. Threads, not processes: the
-reads and the codec release the GIL, and with worker processes the cost of pickling
-every compressed chunk back to the parent outweighed what the GIL costs threads (see
-docs/BENCHMARKS.md). Results are consumed in submission order, so the image is the
+block is encoded in one more (`_codec.encode_block`), which without the GIL hashes
+its 4 KiB pages and compresses it with lz4. Each byte is hashed once (a tail whose
+length another tail has, twice: once more to find duplicates), and no fs-verity
+digest is computed: the reader derives it from the page hashes when asked. The
+Python here only orders the work; a thread of its own writes the blocks. Threads,
+not processes: the reads and the codec release the GIL, and with worker processes the
+cost of pickling every compressed chunk back to the parent outweighed what the GIL
+costs threads (see docs/BENCHMARKS.md). Results are consumed in submission order, so the image is the
 same byte for byte whatever --jobs is.
 
 Space is saved the way mksquashfs saves it: identical chunks are stored once (so
