@@ -2,7 +2,7 @@
 
 Each open regular file is a pager-backed VMO whose key on the port is its inode number;
 the VMO lives while some opener holds it (refcounted) and is closed — which detaches it
-— when the last one lets go. Pager threads wait on the port and serve each READ request
+— when the last one lets go, in batches (see close). Pager threads wait on the port and serve each READ request
 through RequestServer. Fault rules are kept per inode, independent of open VMOs, so a
 rule set on a closed file applies when it is next opened.
 """
@@ -34,6 +34,8 @@ DEFAULT_BUDGET = 256 * 2**20
 # Below this, one 256 KiB FUSE read per blocked worker could evict its own first pages
 # before its last ones arrive, and readers would chase each other forever.
 MIN_BUDGET = 16 * 2**20
+# VMOs of closed files detached together (see close).
+CLOSE_BATCH = 32
 _WAKE_KEY = 0  # no inode is 0: a COMPLETE packet with this key only wakes a thread
 
 
@@ -46,7 +48,7 @@ class _OpenVmo:
 class UserPager:
     def __init__(self, image, *, threads: int = DEFAULT_THREADS,
                  budget: int | None = DEFAULT_BUDGET, trace: Trace | None = None,
-                 read_ahead: int | None = None):
+                 read_ahead: int | None = None, close_batch: int = CLOSE_BATCH):
         if budget is not None and budget < MIN_BUDGET:
             raise ValueError(f"a page budget below {MIN_BUDGET // 2**20} MiB cannot work")
         self.image = image
@@ -68,6 +70,9 @@ class UserPager:
         self.server.schedule = self._schedule_ahead
         self._lock = threading.Lock()
         self._vmos: dict[int, _OpenVmo] = {}
+        # VMO handles of closed files not detached yet (see close).
+        self._closing: list[int] = []
+        self.close_batch = close_batch
         self._faults: dict[int, FaultSet] = {}
         self._stop = threading.Event()
         # The aux VMO of whichever thread opens files (see open).
@@ -147,14 +152,33 @@ class UserPager:
                     self.server.supply_chunk(self._open_aux, ino, handle, 0)
 
     def close(self, ino: int) -> None:
+        """Let go of a reference. When the last one goes the file is closed here at once
+        (an open after this makes a new VMO), but its VMO's handle is closed — which
+        detaches it — with close_batch others. A detach queues the VMO's
+        ZX_PAGER_VMO_COMPLETE packet, which wakes a pager thread; one wake-up per file
+        cost the trio thread a fifth of its time in `tar` of a tree of small files (the
+        woken thread takes the GIL from it), while a batch's packets are drained by the
+        few threads the first ones wake. Nobody can read a closed file's VMO, so the
+        delay changes nothing but when its pages are freed (they stay evictable by the
+        page budget meanwhile)."""
         with self._lock:
             entry = self._vmos[ino]
             entry.refs -= 1
             if entry.refs:
                 return
             del self._vmos[ino]
+            self._closing.append(entry.handle)
+            closing = len(self._closing) >= self.close_batch
         self.server.forget(ino)
-        zx.zx_handle_close(entry.handle)
+        if closing:
+            self.detach_closed()
+
+    def detach_closed(self) -> None:
+        """Close the VMO handles of closed files now."""
+        with self._lock:
+            handles, self._closing = self._closing, []
+        for handle in handles:
+            zx.zx_handle_close(handle)
 
     def _hold(self, ino: int) -> int | None:
         """Take a reference for a pager thread, if the file is still open."""
@@ -428,6 +452,7 @@ class UserPager:
             vmos, self._vmos = self._vmos, {}
         for entry in vmos.values():
             zx.zx_handle_close(entry.handle)
+        self.detach_closed()
         zx.zx_handle_close(self.port)
         zx.zx_handle_close(self.pager)
         zx.zx_handle_close(self._open_aux)

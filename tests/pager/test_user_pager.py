@@ -405,7 +405,8 @@ def test_serve_here_leaves_streams_and_rules_to_the_pager_threads(source):
 
 def test_what_serve_here_leaves_waits_for_a_pager_thread(source):
     _, image_path = source
-    with Image.open(image_path) as image, own_pager(image, threads=0, read_ahead=0) as up:
+    with Image.open(image_path) as image, \
+            own_pager(image, threads=0, read_ahead=0, close_batch=1) as up:
         ino = image.resolve(b"f")
         vmo = up.open(ino)
         ended = []
@@ -546,3 +547,34 @@ def test_a_request_serve_here_hands_on_wakes_an_idle_pager_thread(source):
         assert slept.wait(30)
         assert ended.wait(30)
         assert got == [data[9 * PAGE:13 * PAGE]]
+
+
+def test_closed_files_are_detached_in_batches(tmp_path):
+    """A closed file's VMO is gone from the pager at once, and detached (its COMPLETE
+    packet queued) with the next close_batch - 1 closes."""
+    for i in range(3):
+        (tmp_path / f"f{i}").write_bytes(b"x" * (PAGE + i))
+    image_path = tmp_path.parent / (tmp_path.name + ".img")
+    build_image(str(tmp_path), str(image_path), chunk_size=CHUNK)
+    with Image.open(image_path) as image, own_pager(image, threads=0, close_batch=3) as up:
+        inos = [image.resolve(f"f{i}".encode()) for i in range(3)]
+
+        def completes():
+            keys = []
+            while True:
+                try:
+                    packet = zx.zx_port_wait(up.port, 0)
+                except zx.ZxError:
+                    return keys
+                assert packet.page_request.command == zx.ZX_PAGER_VMO_COMPLETE
+                keys.append(packet.key)
+
+        for ino in inos[:2]:
+            up.open(ino)
+            up.close(ino)
+            assert up.open_files() == 0 and up.committed_pages(ino) == 0
+        assert completes() == []
+        vmo = up.open(inos[0])  # a new VMO, not the one waiting to be detached
+        assert up.open_files() == 1 and zx.zx_vmo_get_size(vmo) == PAGE
+        up.close(inos[0])  # the third close: all three detach
+        assert sorted(completes()) == sorted([inos[0], inos[1], inos[0]])
