@@ -132,12 +132,9 @@ class FileSystem:
             # supplied with their chunk, READs show every page-cache miss.
             trace.event("read", ino=f.ino, offset=offset, length=length,
                         path=os.fsdecode(self.image.path_of(f.ino)))
-        data = zx.vmo_read_async(f.vmo, offset, length, done)
-        if data is None:
-            # A random miss is served here, without two thread hand-offs; done may
-            # have been called by the time this returns (see UserPager.serve_here).
-            self.pager.serve_here(f.ino, offset, length)
-        return data
+        # A random miss is served here, without two thread hand-offs; done may have
+        # been called by the time this returns (see UserPager.read).
+        return self.pager.read(f.ino, f.vmo, offset, length, done)
 
     def release(self, fh: int) -> None:
         with self._lock:

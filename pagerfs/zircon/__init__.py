@@ -10,7 +10,8 @@ docs/KERNEL.md for the model's data structures, locking and differences from Zir
 
 Besides the contract's syscalls it exposes the kernel's page scanner
 (scanner_evict, scanner_set_limit, scanner_committed_bytes), zx_object_get_info, and
-vmo_read_async (zx_vmo_read for a caller that must not block).
+vmo_read_async (zx_vmo_read for a caller that must not block) and port_hold_wakeups
+(for a reader that serves its own page request).
 """
 
 from . import constants as _constants
@@ -19,6 +20,7 @@ from .errors import PageFault, ZxError, status_name
 from .info import HandleBasicInfo, VmoInfo
 from .port import PageRequest, PortPacket
 from .syscalls import (
+    port_hold_wakeups,
     scanner_committed_bytes,
     scanner_evict,
     scanner_set_limit,
@@ -58,6 +60,7 @@ __all__ = _CONSTANTS + [
     "PortPacket",
     "VmoInfo",
     "ZxError",
+    "port_hold_wakeups",
     "scanner_committed_bytes",
     "scanner_evict",
     "scanner_set_limit",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from _thread import get_ident
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ class Port(KObject):
     """
 
     obj_type = ZX_OBJ_TYPE_PORT
-    __slots__ = ("_lock", "_cond", "_queue", "_seq", "_waiters")
+    __slots__ = ("_lock", "_cond", "_queue", "_seq", "_waiters", "_holding")
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,6 +60,8 @@ class Port(KObject):
         self._queue: OrderedDict[int, PortPacket] = OrderedDict()
         self._seq = 0
         self._waiters = 0
+        # Threads inside hold_wakeups() -> wake-ups their packets have not yet given.
+        self._holding: dict[int, int] = {}
 
     def queue(self, packet: PortPacket) -> int | None:
         """Queue a packet; returns a token for withdraw(), or None if nobody can read it."""
@@ -70,8 +73,18 @@ class Port(KObject):
             token = self._seq
             self._queue[token] = packet
             if self._waiters:
-                self._cond.notify()
+                holding = self._holding
+                me = get_ident() if holding else None
+                if me in holding:
+                    holding[me] += 1
+                else:
+                    self._cond.notify()
         return token
+
+    def hold_wakeups(self) -> "_HeldWakeups":
+        """A context in which the packets the calling thread queues wake no waiter until
+        it leaves (see syscalls.port_hold_wakeups)."""
+        return _HeldWakeups(self)
 
     def withdraw(self, token: int) -> bool:
         """Remove a packet not yet dequeued; False if it was already taken."""
@@ -103,3 +116,28 @@ class Port(KObject):
     def on_zero_handles(self) -> None:
         with self._lock:
             self._queue.clear()
+
+
+class _HeldWakeups:
+    __slots__ = ("_port", "_me")
+
+    def __init__(self, port: Port) -> None:
+        self._port = port
+        self._me = get_ident()
+
+    def __enter__(self) -> None:
+        port = self._port
+        with port._lock:
+            if self._me in port._holding:
+                raise RuntimeError("hold_wakeups() does not nest")
+            port._holding[self._me] = 0
+
+    def __exit__(self, *exc) -> None:
+        port = self._port
+        with port._lock:
+            held = port._holding.pop(self._me)
+            # What the thread did not take back itself wakes a waiter each, as the
+            # queueing would have.
+            left = min(held, len(port._queue), port._waiters)
+            if left:
+                port._cond.notify(left)

@@ -277,6 +277,20 @@ def vmo_read_async(vmo: int, offset: int, length: int,
         raise ZxError(ZX_ERR_NO_MEMORY) from None
 
 
+def port_hold_wakeups(port: int):
+    """Extension, not a Zircon syscall: a context manager in which the packets that the
+    calling thread's own syscalls queue on the port wake no thread waiting in
+    zx_port_wait until it leaves; then each one still queued wakes a waiter, as it would
+    have at once. Packets other threads queue meanwhile wake waiters as usual.
+
+    For a reader that serves its own page request: it reads (raising the request),
+    takes the packet back with zx_port_wait(port, 0), and leaves; a pager thread woken
+    for a packet already gone would only contend for the CPU. Needs ZX_RIGHT_READ (the
+    right to wait on the port). Does not nest.
+    """
+    return lookup(port, Port, ZX_RIGHT_READ).hold_wakeups()
+
+
 def zx_vmo_write(vmo: int, data: bytes, offset: int) -> None:
     obj = lookup(vmo, Vmo, ZX_RIGHT_WRITE)
     off = _u64(offset)

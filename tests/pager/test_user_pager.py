@@ -578,3 +578,21 @@ def test_closed_files_are_detached_in_batches(tmp_path):
         assert up.open_files() == 1 and zx.zx_vmo_get_size(vmo) == PAGE
         up.close(inos[0])  # the third close: all three detach
         assert sorted(completes()) == sorted([inos[0], inos[1], inos[0]])
+
+
+def test_read_serves_a_random_miss_in_its_own_thread_beside_idle_pager_threads(source):
+    import threading
+    data, image_path = source
+    with Image.open(image_path) as image, own_pager(image, threads=2) as up, \
+            file_vmo(up, b"f") as (ino, vmo):
+        for page in (9, 30, 3):
+            got = []
+            # The packet wakes no pager thread (port_hold_wakeups): this thread serves it.
+            assert up.read(ino, vmo, page * PAGE, PAGE,
+                           lambda status, out: got.append((status, out, threading.get_ident()))) is None
+            assert got == [(zx.ZX_OK, data[page * PAGE:(page + 1) * PAGE], threading.get_ident())]
+        # Present pages come back at once; a read of two chunks is left to the pager threads.
+        assert up.read(ino, vmo, 9 * PAGE, PAGE, None) == data[9 * PAGE:10 * PAGE]
+        ended = threading.Event()
+        assert up.read(ino, vmo, 18 * PAGE, 4 * PAGE, lambda status, out: ended.set()) is None
+        assert ended.wait(30)
