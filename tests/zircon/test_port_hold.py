@@ -51,6 +51,14 @@ class Waiter(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.count, self.got = port, count, []
 
+    @classmethod
+    def parked(cls, port):
+        """One waiter, started and parked in zx_port_wait."""
+        waiter = cls(port, 1)
+        waiter.start()
+        wait_parked(port, 1)
+        return waiter
+
     def run(self):
         for _ in range(self.count):
             packet = zx.zx_port_wait(self.port, zx.ZX_TIME_INFINITE)
@@ -59,9 +67,7 @@ class Waiter(threading.Thread):
 
 def test_a_packet_taken_back_inside_the_hold_never_reaches_a_waiter(setup):
     _, port, (a, b) = setup
-    waiter = Waiter(port, 1)
-    waiter.start()
-    wait_parked(port, 1)
+    waiter = Waiter.parked(port)
     with zx.port_hold_wakeups(port):
         raise_request(a, 3)
         assert parked(port) == 1  # not woken for it
@@ -75,9 +81,7 @@ def test_a_packet_taken_back_inside_the_hold_never_reaches_a_waiter(setup):
 
 def test_what_the_holder_leaves_queued_wakes_a_waiter_as_it_leaves(setup):
     _, port, (a, _b) = setup
-    waiter = Waiter(port, 1)
-    waiter.start()
-    wait_parked(port, 1)
+    waiter = Waiter.parked(port)
     with zx.port_hold_wakeups(port):
         raise_request(a, 7)
         assert parked(port) == 1
@@ -87,9 +91,7 @@ def test_what_the_holder_leaves_queued_wakes_a_waiter_as_it_leaves(setup):
 
 def test_other_threads_packets_wake_waiters_while_one_holds(setup):
     _, port, (a, b) = setup
-    waiter = Waiter(port, 1)
-    waiter.start()
-    wait_parked(port, 1)
+    waiter = Waiter.parked(port)
     with zx.port_hold_wakeups(port):
         other = threading.Thread(target=raise_request, args=(b, 2))
         other.start()
