@@ -323,7 +323,12 @@ class UserPager:
             return None  # a pager thread has it already
 
     def _serve_taken(self, packet) -> None:
-        if not self._served_here(packet):
+        try:
+            served = self._served_here(packet)
+        except Exception:  # the request must still be served: by a pager thread, then
+            log.exception("serving a page request in the reader's thread")
+            served = False
+        if not served:
             self._handoff.append(packet)
             # A COMPLETE packet of a VMO of no file wakes a pager thread, which looks
             # at the hand-offs before anything else.

@@ -596,3 +596,28 @@ def test_read_serves_a_random_miss_in_its_own_thread_beside_idle_pager_threads(s
         ended = threading.Event()
         assert up.read(ino, vmo, 18 * PAGE, 4 * PAGE, lambda status, out: ended.set()) is None
         assert ended.wait(30)
+
+
+def test_an_error_serving_in_the_readers_thread_leaves_the_request_to_a_pager_thread(
+        source, monkeypatch, caplog):
+    import threading
+    data, image_path = source
+    with Image.open(image_path) as image, own_pager(image, threads=1) as up, \
+            file_vmo(up, b"f") as (ino, vmo):
+        calls = []
+        real = up._serving
+
+        def broken_once(*args, **kw):
+            if not calls:
+                calls.append(threading.get_ident())
+                raise RuntimeError("bug")
+            return real(*args, **kw)
+
+        monkeypatch.setattr(up, "_serving", broken_once)
+        ended = threading.Event()
+        got = []
+        with caplog.at_level(logging.ERROR, logger="pagerfs.pager"):
+            up.read(ino, vmo, 9 * PAGE, PAGE, lambda status, out: (got.append(out), ended.set()))
+        assert calls == [threading.get_ident()]
+        assert ended.wait(30) and got == [data[9 * PAGE:10 * PAGE]]
+        assert "reader's thread" in caplog.text
