@@ -563,6 +563,95 @@ done:
     return ret;
 }
 
+PyDoc_STRVAR(encode_blocks_doc,
+"encode_blocks(data, size) -> list of (stored, hashes)\n\n"
+"encode_block of each size bytes of data in turn (the last one may be shorter), all in\n"
+"one call without the GIL: a piece of a big file costs one GIL hand-off, not one per\n"
+"chunk.");
+
+static PyObject *
+encode_blocks(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n:encode_blocks", &data, &size))
+        return NULL;
+    PyObject *out = NULL;
+    int *packed = NULL;
+    Py_ssize_t n = 0;
+    if (size < 1 || size > LZ4_MAX_INPUT_SIZE) {
+        PyErr_Format(PyExc_ValueError, "cannot store blocks of %zd bytes", size);
+        goto done;
+    }
+    n = data.len / size + (data.len % size != 0);
+    packed = PyMem_Calloc(n ? n : 1, sizeof *packed);
+    out = PyList_New(n);
+    if (packed == NULL || out == NULL) {
+        if (out != NULL)
+            PyErr_NoMemory();
+        Py_CLEAR(out);
+        goto done;
+    }
+    int bound = LZ4_compressBound((int)size);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len = data.len - i * size < size ? data.len - i * size : size;
+        PyObject *stored = PyBytes_FromStringAndSize(NULL, bound);
+        PyObject *hashes = stored ? PyBytes_FromStringAndSize(NULL, pages_of(len) * HASH) : NULL;
+        PyObject *pair = hashes ? PyTuple_Pack(2, stored, hashes) : NULL;
+        Py_XDECREF(stored);
+        Py_XDECREF(hashes);
+        if (pair == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, pair);
+    }
+    int rc = 0;
+    /* `out` is ours alone while the GIL is released: its buffers are written here. */
+    Py_BEGIN_ALLOW_THREADS
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL)
+        rc = -1;
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        const char *src = (const char *)data.buf + i * size;
+        int len = (int)(data.len - i * size < size ? data.len - i * size : size);
+        PyObject *pair = PyList_GET_ITEM(out, i);
+        char *dst = PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0));
+        rc = hash_span(ctx, (const unsigned char *)src, len,
+                       (unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1)));
+        int got = LZ4_compress_default(src, dst, len, bound);
+        if (got <= 0 || got >= len) {  /* stored raw */
+            memcpy(dst, src, len);
+            got = len;
+        }
+        packed[i] = got;
+    }
+    EVP_MD_CTX_free(ctx);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_CLEAR(out);
+        raise_for(HASH_FAILED, 0);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* The tuple is new and only the list holds it, so its stored bytes are
+         * referenced once: taken out, resized in place, put back. */
+        PyObject *pair = PyList_GET_ITEM(out, i);
+        PyObject *stored = PyTuple_GET_ITEM(pair, 0);
+        PyTuple_SET_ITEM(pair, 0, NULL);
+        int failed = _PyBytes_Resize(&stored, packed[i]) < 0;  /* stored NULL if failed */
+        PyTuple_SET_ITEM(pair, 0, stored);
+        if (failed) {
+            Py_CLEAR(out);
+            goto done;
+        }
+    }
+done:
+    PyMem_Free(packed);
+    PyBuffer_Release(&data);
+    return out;
+}
+
 PyDoc_STRVAR(read_files_doc,
 "read_files(paths, starts, lengths) -> list of bytes\n\n"
 "For the builder: bytes [start, start + length) of each file, each opened (O_NOFOLLOW,\n"
@@ -684,6 +773,7 @@ static PyMethodDef methods[] = {
     {"check_pages", (PyCFunction)(void (*)(void))check_pages, METH_VARARGS | METH_KEYWORDS, check_pages_doc},
     {"hash_pages", (PyCFunction)(void (*)(void))hash_pages, METH_VARARGS | METH_KEYWORDS, hash_pages_doc},
     {"encode_block", (PyCFunction)(void (*)(void))encode_block, METH_VARARGS | METH_KEYWORDS, encode_block_doc},
+    {"encode_blocks", encode_blocks, METH_VARARGS, encode_blocks_doc},
     {"read_files", read_files, METH_VARARGS, read_files_doc},
     {NULL, NULL, 0, NULL},
 };

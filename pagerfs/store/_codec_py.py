@@ -54,6 +54,13 @@ def encode_block(data) -> tuple[bytes, bytes]:
     return packed, hash_pages(data)
 
 
+def encode_blocks(data, size: int) -> list[tuple[bytes, bytes]]:
+    if not 1 <= size <= 0x7E000000:
+        raise ValueError(f"cannot store blocks of {size} bytes")
+    mv = memoryview(data).cast("B")
+    return [encode_block(bytes(mv[o : o + size])) for o in range(0, len(mv), size)]
+
+
 def _plan(length: int, hashes, regions) -> list[tuple[int, int]]:
     """The (offset, length) regions to verify, after the C module's argument checks."""
     plan = [(0, length)] if regions is None else [(int(o), int(n)) for o, n in regions]

@@ -206,12 +206,10 @@ def _encode_piece(data: bytes, length: int, cs: int, last: bool, hole: bool,
         return _Piece([], b"", b"", -(-length // cs))
     mv = memoryview(data)
     whole = length - length % cs if last else length
-    # Chunk by chunk, one codec call each: hashed page by page and compressed while it
-    # is still in cache. A full chunk has no zero padding, so its page hashes identify it.
-    chunks = []
-    for o in range(0, whole, cs):
-        stored, leaves = native.encode_block(mv[o : o + cs])
-        chunks.append(_Chunk(hashlib.sha256(leaves).digest(), leaves, stored, cs))
+    # All the piece's full chunks in one codec call (one GIL hand-off), each hashed page
+    # by page and compressed while it is still in cache. A full chunk has no zero padding, so its page hashes identify it.
+    chunks = [_Chunk(hashlib.sha256(leaves).digest(), leaves, stored, cs)
+              for stored, leaves in (native.encode_blocks(mv[:whole], cs) if whole else ())]
     tail = data if whole == 0 else bytes(mv[whole:])  # a small file is all tail: no copy
     return _Piece(chunks, tail, hashlib.sha256(tail).digest() if tail and dedup else b"")
 

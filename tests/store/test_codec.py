@@ -262,3 +262,19 @@ def test_read_files_equals_the_oracle_and_names_the_file_it_cannot_read(tmp_path
             assert caught.value.errno == code and caught.value.filename == bytes(bad)
     for args in [([b"a"], [0], []), ([b"a\0b"], [0], [1]), (["str"], [0], [1]), ([b"a"], [-1], [1])]:
         assert outcome(_codec, "read_files", *args)[1] in ("ValueError", "TypeError")
+
+
+def test_encode_blocks_is_encode_block_of_each_piece(encoded):
+    rng = random.Random(17)
+    data = b"".join(d for d, _ in encoded) + rng.randbytes(777)
+    for size in (4096, 16384, 131072, len(data), len(data) + 1):
+        got = _codec.encode_blocks(memoryview(data), size)
+        want = [_codec.encode_block(data[o : o + size]) for o in range(0, len(data), size)]
+        assert got == want
+        # The oracle's lz4 bytes may differ (see above); its hashes may not.
+        assert [h for _, h in _codec_py.encode_blocks(data, size)] == [h for _, h in got]
+    assert _codec.encode_blocks(b"", 4096) == [] == _codec_py.encode_blocks(b"", 4096)
+    for size in (0, -1):
+        assert outcome(_codec, "encode_blocks", data, size) == \
+            outcome(_codec_py, "encode_blocks", data, size)
+        assert outcome(_codec, "encode_blocks", data, size)[1] == "ValueError"
