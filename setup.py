@@ -6,11 +6,21 @@ liblz4 and OpenSSL's libcrypto; a machine without a compiler or their headers ge
 line saying what to install, not a package that silently runs slower.
 """
 
+import hashlib
+
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 WARNINGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
 NEEDS = "gcc python3-dev liblz4-dev libssl-dev (tools/setup installs them)"
+
+
+def digest_of(source: str) -> list[tuple[str, str]]:
+    """The SHA-256 of a module's C source, compiled into it as SOURCE_DIGEST, so that
+    importing a module built from an older source (a `git pull` without a rebuild) says
+    so in one line instead of failing every read (pagerfs/native.py)."""
+    with open(source, "rb") as f:
+        return [("PAGERFS_SOURCE_DIGEST", '"%s"' % hashlib.sha256(f.read()).hexdigest())]
 
 
 class BuildExt(build_ext):
@@ -29,9 +39,10 @@ setup(
             sources=["pagerfs/store/_codec.c"],
             libraries=["lz4", "crypto"],
             extra_compile_args=WARNINGS,
+            define_macros=digest_of("pagerfs/store/_codec.c"),
         ),
         Extension("pagerfs.zircon._gather", sources=["pagerfs/zircon/_gather.c"],
-                  extra_compile_args=WARNINGS),
+                  extra_compile_args=WARNINGS, define_macros=digest_of("pagerfs/zircon/_gather.c")),
     ],
     cmdclass={"build_ext": BuildExt},
 )

@@ -784,6 +784,10 @@ free_scratch(void *p)
     free(p);
 }
 
+#ifndef PAGERFS_SOURCE_DIGEST  /* setup.py defines it: the SHA-256 of this file */
+#define PAGERFS_SOURCE_DIGEST ""
+#endif
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "pagerfs.store._codec",
     "The store's block codec in C: pread, lz4 and SHA-256 of a block in one GIL-free call.",
@@ -819,7 +823,8 @@ PyInit__codec(void)
         || PyModule_AddObjectRef(m, "ShortReadError", ShortReadError) < 0
         || PyModule_AddObjectRef(m, "DecodeError", DecodeError) < 0
         || PyModule_AddIntConstant(m, "LZ4_VERSION", LZ4_versionNumber()) < 0
-        || PyModule_AddIntConstant(m, "PAGE", PAGE) < 0) {
+        || PyModule_AddIntConstant(m, "PAGE", PAGE) < 0
+        || PyModule_AddStringConstant(m, "SOURCE_DIGEST", PAGERFS_SOURCE_DIGEST) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -73,6 +73,10 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+#ifndef PAGERFS_SOURCE_DIGEST  /* setup.py defines it: the SHA-256 of this file */
+#define PAGERFS_SOURCE_DIGEST ""
+#endif
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "pagerfs.zircon._gather",
     "The kernel model's read copy, without the GIL.", -1, methods,
@@ -81,5 +85,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__gather(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddStringConstant(m, "SOURCE_DIGEST", PAGERFS_SOURCE_DIGEST) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

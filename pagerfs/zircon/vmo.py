@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING
 
 from . import blocking, scanner
 
-try:
-    from ._gather import gather
-except ImportError as err:  # no silent slow fallback: say how to build it
-    raise ImportError(f"the kernel model's native copy pagerfs.zircon._gather is not built "
-                      f"({err}); run tools/setup, or `pip install -e .` with gcc and "
-                      "python3-dev installed") from None
+from pagerfs.native import load
+
+# No silent slow fallback: a missing or stale build says how to build it.
+gather = load("pagerfs.zircon._gather", "the kernel model's native copy",
+              "gcc and python3-dev").gather
 from .constants import (
     PAGE_SHIFT,
     PAGE_SIZE,
