@@ -284,8 +284,7 @@ class UserPager:
             if data is not None:
                 return data
             packet = self._take_packet()
-        if packet is not None:
-            self._serve_taken(packet)
+        self._serve_taken(packet)
         return None
 
     def serve_here(self, ino: int, offset: int, length: int) -> None:
@@ -307,9 +306,7 @@ class UserPager:
         delay_ms rule) is handed to a pager thread.
         """
         if self._may_serve_here(ino, offset, length):
-            packet = self._take_packet()
-            if packet is not None:
-                self._serve_taken(packet)
+            self._serve_taken(self._take_packet())
 
     def _may_serve_here(self, ino: int, offset: int, length: int) -> bool:
         """Whether a read of (ino, offset, length) that parks raises a request that
@@ -323,6 +320,10 @@ class UserPager:
             return None  # a pager thread has it already
 
     def _serve_taken(self, packet) -> None:
+        """Serve a packet taken from the port here, or hand it to a pager thread; None
+        (nothing was waiting) is nothing to do."""
+        if packet is None:
+            return
         try:
             served = self._served_here(packet)
         except Exception:  # the request must still be served: by a pager thread, then
@@ -341,8 +342,7 @@ class UserPager:
         if packet.type != zx.ZX_PKT_TYPE_PAGE_REQUEST or request.command != zx.ZX_PAGER_VMO_READ:
             return False
         ino = packet.key
-        faults = self._faults.get(ino)
-        if faults or not self.server.serves_alone(ino, request.offset, request.length):
+        if not self._may_serve_here(ino, request.offset, request.length):
             return False
         with self._serving(ino, wait=False) as (handle, faults):
             if handle is None:

@@ -507,6 +507,19 @@ PyDoc_STRVAR(encode_block_doc,
 "mksquashfs -comp lz4 and python-lz4 use it), or data itself when that is no smaller\n"
 "(a block stored raw has stored_len == raw_len).");
 
+/* The page hashes of len bytes at src into hashes, and their lz4 into dst (of bound
+ * bytes): the stored length, or 0 if the block is to be stored raw (lz4 made it no
+ * smaller); -1 if hashing failed. Needs no GIL. */
+static int
+encode_into(EVP_MD_CTX *ctx, const unsigned char *src, int len, char *dst, int bound,
+            unsigned char *hashes)
+{
+    if (hash_span(ctx, src, len, hashes) < 0)
+        return -1;
+    int packed = LZ4_compress_default((const char *)src, dst, len, bound);
+    return packed > 0 && packed < len ? packed : 0;
+}
+
 static PyObject *
 encode_block(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -529,21 +542,19 @@ encode_block(PyObject *self, PyObject *args, PyObject *kw)
     if (stored == NULL)
         goto done;
     unsigned char *h = (unsigned char *)PyBytes_AS_STRING(hashes);
-    int packed = 0, rc = -1;
+    int packed = -1;
     Py_BEGIN_ALLOW_THREADS
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (ctx != NULL) {
-        rc = hash_span(ctx, data.buf, data.len, h);
+        packed = encode_into(ctx, data.buf, (int)data.len, PyBytes_AS_STRING(stored), bound, h);
         EVP_MD_CTX_free(ctx);
     }
-    if (rc == 0)
-        packed = LZ4_compress_default(data.buf, PyBytes_AS_STRING(stored), (int)data.len, bound);
     Py_END_ALLOW_THREADS
-    if (rc < 0) {
+    if (packed < 0) {
         raise_for(HASH_FAILED, 0);
         goto done;
     }
-    if (packed > 0 && packed < data.len) {
+    if (packed > 0) {
         if (_PyBytes_Resize(&stored, packed) < 0)
             goto done;  /* stored is NULL now */
     } else if (PyBytes_CheckExact(data_o)) {
@@ -617,10 +628,11 @@ encode_blocks(PyObject *self, PyObject *args)
         int len = (int)(data.len - i * size < size ? data.len - i * size : size);
         PyObject *pair = PyList_GET_ITEM(out, i);
         char *dst = PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0));
-        rc = hash_span(ctx, (const unsigned char *)src, len,
-                       (unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1)));
-        int got = LZ4_compress_default(src, dst, len, bound);
-        if (got <= 0 || got >= len) {  /* stored raw */
+        int got = encode_into(ctx, (const unsigned char *)src, len, dst, bound,
+                              (unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1)));
+        if (got < 0) {
+            rc = -1;
+        } else if (got == 0) {  /* stored raw */
             memcpy(dst, src, len);
             got = len;
         }

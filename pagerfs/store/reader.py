@@ -391,7 +391,7 @@ class Image:
                 runs.append((verity.ZERO_PAGE_HASH, fmt.pages_of(end - j * self.chunk_size)))
                 j += run
                 continue
-            if offset == 0 and length == self._blocks[block][2]:  # the block is the chunk
+            if not self._shares_block(block, offset, length):
                 base = self._block_hash[block] * fmt.PAGE_HASH
                 runs.append(self._page_hashes[base : base + fmt.pages_of(length) * fmt.PAGE_HASH])
             else:
@@ -489,7 +489,7 @@ class Image:
         hi = max(lo, min(first_page + npages, chunk_end))
         if block == fmt.HOLE:
             return self._hole(ino, length, chunk_first, lo, hi, tamper)
-        shared = offset != 0 or length != self._blocks[block][2]
+        shared = self._shares_block(block, offset, length)
         cached = shared and tamper is None and self._cache_size
         check = self._check_of(block, offset, length, lo - chunk_first, hi - lo)
         data = None
@@ -572,6 +572,11 @@ class Image:
             raise _BlockFailure(StoreIOError, str(err)) from None
         except codec.DecodeError as err:
             raise _BlockFailure(IntegrityError, str(err)) from None
+
+    def _shares_block(self, block: int, offset: int, length: int) -> bool:
+        """Whether the chunk of `length` bytes at `offset` is only part of its block (a
+        tail in a fragment), not the whole block (a full chunk, stored alone)."""
+        return offset != 0 or length != self._blocks[block][2]
 
     def block_span(self, ino: int, index: int) -> tuple[int, int, int]:
         """(offset, length) of chunk `index`'s bytes in its block's uncompressed bytes,
