@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import datasets, measure, report, trees
+from benchlib import datasets, measure, report, sparse, trees
 from benchlib.stats import percentile
 from benchlib.systems import (LABELS, PAGERFS, SQUASHFS, SYSTEMS, BenchError, Mount, Mounts, build_image,
                               pagerfs_cmd)
@@ -38,9 +38,11 @@ QUICK = {"big": 64 * MiB, "tree": 2_000, "reads": 300, "rounds": 3, "tiny": 4_00
 # figure, and five of them would add half an hour: by default they run in one round.
 TREE_ROUNDS = 1
 # The big-file probes, then the tree workloads: "systree" (tar and grep -r of a real
-# tree) and "tiny" (ls -l of a wide directory, find | xargs cat, tails' image size).
-PROBES = ("build", "seq", "walk_random", "memory", "systree", "tiny")
+# tree) and "tiny" (ls -l of a wide directory, find | xargs cat, tails' image size);
+# "sparse", the build of a 1 TiB sparse file (pagerfs only, about a second: every round).
+PROBES = ("build", "seq", "walk_random", "memory", "systree", "tiny", "sparse")
 BIG_PROBES = PROBES[:4]
+EVERY_ROUND = (*BIG_PROBES, "sparse")
 WARM_READS = 3  # re-reads per round; the round's warm figure is their median
 WARM_ATTEMPTS = 4  # tries when another program keeps dropping the caches
 
@@ -379,6 +381,26 @@ class Bench:
                 raise BenchError(f"{LABELS[system]}: find | xargs cat read {n} bytes, the tree has {tree.bytes}")
             self.record(system, "tiny_cat_s", secs, f"{secs:.2f} s find | xargs cat of {tree.files} files")
 
+    def sparse(self, system: str) -> None:
+        if system != PAGERFS:
+            return  # see benchlib/sparse.py: mksquashfs would read the whole TiB
+        sf = sparse.prepare(self.args.cache, self.args.seed)
+        img = sf.src.parent / "images" / self.image_names[PAGERFS]
+        img.parent.mkdir(parents=True, exist_ok=True)
+        extra = tuple(self.args.mkimage_opt)
+        secs = build_image(PAGERFS, sf.src, img, extra)
+        self.record(PAGERFS, "sparse_build_s", secs, f"{secs:.2f} s to build a 1 TiB sparse file")
+        if (PAGERFS, "sparse") not in self.checked:
+            m = self.mounts.mount(PAGERFS, img, self.mnts[PAGERFS], None, tuple(self.args.mount_opt),
+                                  self.args.read_ahead_kb)
+            try:
+                wrong = sparse.check_mounted(m.mnt / sf.rel, sf)
+            finally:
+                self.mounts.unmount(m)
+            if wrong:
+                raise BenchError(f"{LABELS[PAGERFS]} served the sparse file wrong: {wrong}")
+            self.checked.add((PAGERFS, "sparse"))
+
     def expect_same(self, system: str, what: str, value) -> None:
         """The first system to see `what` sets it; every other must see the same."""
         seen = self.seen.setdefault(what, (system, value))
@@ -393,9 +415,9 @@ class Bench:
         for rnd in range(self.args.rounds):
             log(f"round {rnd + 1}/{self.args.rounds}")
             probes = {"build": self.build, "seq": self.sequential, "walk_random": self.walk_and_random,
-                      "memory": self.memory, "systree": self.systree, "tiny": self.tiny}
+                      "memory": self.memory, "systree": self.systree, "tiny": self.tiny, "sparse": self.sparse}
             for name, probe in probes.items():
-                if name not in self.args.only or (name not in BIG_PROBES and rnd >= self.args.tree_rounds):
+                if name not in self.args.only or (name not in EVERY_ROUND and rnd >= self.args.tree_rounds):
                     continue
                 if name in BIG_PROBES[1:] and not all(self.images[s].exists() for s in self.args.systems):
                     for system in self.args.systems:  # nothing to mount yet: build once, untimed
