@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
-from benchlib import datasets, measure, report, stats, trees  # noqa: E402
+from benchlib import datasets, measure, report, sparse, stats, trees  # noqa: E402
 from benchlib.run import parse_size  # noqa: E402
 from benchlib.systems import PAGERFS, SQUASHFS  # noqa: E402
 
@@ -255,6 +255,25 @@ def test_system_tree_is_a_copy_without_special_files(tmp_path):
     assert (copied / "d" / "f").read_bytes() == b"abc"
     assert os.readlink(copied / "dangling") == "nowhere" and not (copied / "fifo").exists()
     assert (t.files, t.bytes) == (1, 3)
+
+
+def test_sparse_file_is_a_tebibyte_of_hole_around_three_seeded_extents(tmp_path):
+    sf = sparse.prepare(tmp_path, seed=5)
+    path = sf.src / sf.rel
+    st = path.stat()
+    assert st.st_size == 2**40 and st.st_blocks * 512 < 8 * MiB
+    assert sparse.check_mounted(path, sf) is None  # the source passes the mount's check
+    assert sparse.prepare(tmp_path, seed=5) == sf and sparse.prepare(tmp_path / "b", seed=6) != sf
+    with open(path, "r+b") as f:  # one wrong byte in the middle extent, one byte in a hole
+        os.pwrite(f.fileno(), b"x", 2**39 + 7)
+    assert sparse.check_mounted(path, sf) == f"wrong bytes at offset {2**39}"
+
+
+def test_sparse_check_sees_a_hole_that_is_not_zeros(tmp_path):
+    sf = sparse.prepare(tmp_path, seed=5)
+    with open(sf.src / sf.rel, "r+b") as f:
+        os.pwrite(f.fileno(), b"x", sparse.EXTENT + 100)
+    assert sparse.check_mounted(sf.src / sf.rel, sf) == f"the hole at offset {sparse.EXTENT} is not zeros"
 
 
 def test_prepare_reuses_a_complete_cache_and_rebuilds_an_incomplete_one(tmp_path):
