@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -22,6 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lz4.h>
@@ -779,6 +781,183 @@ done:
     return out;
 }
 
+PyDoc_STRVAR(list_dir_doc,
+"list_dir(path) -> list of (name, mode, ino, dev, nlink, uid, gid, size, blocks,\n"
+"                          mtime_ns, target)\n\n"
+"For the builder's scan: the entries of a directory sorted by name (as sorted() sorts\n"
+"bytes), each lstat'ed, and a symlink's target read (target None for the others), in\n"
+"one call without the GIL: a tree of 60,000 files costs one call per directory, not a\n"
+"stat_result and a path join per file. Raises OSError naming the directory, or the\n"
+"entry that could not be lstat'ed or read.");
+
+typedef struct {
+    char *name;
+    struct stat st;
+    char *target;  /* symlinks only */
+} Entry;
+
+static int
+by_name(const void *a, const void *b)
+{
+    /* strcmp compares as unsigned char: the order of sorted() on bytes without NUL */
+    return strcmp(((const Entry *)a)->name, ((const Entry *)b)->name);
+}
+
+/* Reads the entries of the directory at path into *out (sorted, lstat'ed, targets
+ * read); their count, or -1 with errno set and *failed the name of the entry that
+ * failed (malloc'ed; NULL: the directory itself, or no memory). Needs no GIL. */
+static Py_ssize_t
+list_entries(const char *path, Entry **out, char **failed)
+{
+    Entry *es = NULL;
+    Py_ssize_t n = 0, cap = 0;
+    *failed = NULL;
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
+    if (dir == NULL) {
+        int e = errno;
+        if (dfd >= 0)
+            close(dfd);
+        errno = e;
+        return -1;
+    }
+    int e = 0;
+    for (;;) {
+        errno = 0;
+        struct dirent *d = readdir(dir);
+        if (d == NULL) {
+            e = errno;
+            break;
+        }
+        if (d->d_name[0] == '.' && (d->d_name[1] == 0 || (d->d_name[1] == '.' && d->d_name[2] == 0)))
+            continue;
+        if (n == cap) {
+            Entry *grown = realloc(es, (cap = cap ? 2 * cap : 64) * sizeof *es);
+            if (grown == NULL) {
+                e = ENOMEM;
+                break;
+            }
+            es = grown;
+        }
+        es[n].target = NULL;
+        if ((es[n].name = strdup(d->d_name)) == NULL) {
+            e = ENOMEM;
+            break;
+        }
+        n++;
+    }
+    if (e == 0) {
+        qsort(es, n, sizeof *es, by_name);
+        for (Py_ssize_t i = 0; i < n && e == 0; i++) {
+            if (fstatat(dfd, es[i].name, &es[i].st, AT_SYMLINK_NOFOLLOW) < 0) {
+                e = errno;
+            } else if (S_ISLNK(es[i].st.st_mode)) {
+                /* st_size is the target's length, but the link may change under us:
+                 * grow until readlink leaves room to spare */
+                for (size_t size = (size_t)es[i].st.st_size + 1;; size *= 2) {
+                    char *t = realloc(es[i].target, size);
+                    if (t == NULL) {
+                        e = ENOMEM;
+                        break;
+                    }
+                    es[i].target = t;
+                    ssize_t got = readlinkat(dfd, es[i].name, t, size);
+                    if (got < 0) {
+                        e = errno;
+                        break;
+                    }
+                    if ((size_t)got < size) {
+                        es[i].st.st_size = got;  /* what was read is the target */
+                        break;
+                    }
+                }
+            }
+            if (e != 0 && e != ENOMEM) {
+                *failed = es[i].name;  /* the caller's now */
+                es[i].name = NULL;
+            }
+        }
+    }
+    closedir(dir);
+    *out = es;
+    if (e != 0) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            free(es[i].name);
+            free(es[i].target);
+        }
+        free(es);
+        *out = NULL;
+        errno = e;
+        return -1;
+    }
+    return n;
+}
+
+static PyObject *
+list_dir(PyObject *self, PyObject *args)
+{
+    PyObject *path_o;
+    if (!PyArg_ParseTuple(args, "O&:list_dir", PyUnicode_FSConverter, &path_o))
+        return NULL;
+    const char *path = PyBytes_AS_STRING(path_o);
+    if (strlen(path) != (size_t)PyBytes_GET_SIZE(path_o)) {
+        PyErr_SetString(PyExc_ValueError, "a path is bytes without NUL");
+        Py_DECREF(path_o);
+        return NULL;
+    }
+    Entry *es;
+    Py_ssize_t n;
+    char *failed;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    n = list_entries(path, &es, &failed);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+        errno = err;
+        if (err == ENOMEM) {
+            PyErr_NoMemory();
+        } else if (failed == NULL) {
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_o);
+        } else {  /* named as the builder names it: directory/entry */
+            size_t len = strlen(path);
+            PyObject *name = PyBytes_FromFormat("%s%s%s", path,
+                                                len && path[len - 1] == '/' ? "" : "/", failed);
+            if (name != NULL) {
+                errno = err;
+                PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+                Py_DECREF(name);
+            }
+        }
+        free(failed);
+        Py_DECREF(path_o);
+        return NULL;
+    }
+    Py_DECREF(path_o);
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; i < n && out != NULL; i++) {
+        const struct stat *st = &es[i].st;
+        PyObject *t = Py_BuildValue(
+            "(yIKKKIILLLN)", es[i].name, (unsigned int)st->st_mode,
+            (unsigned long long)st->st_ino, (unsigned long long)st->st_dev,
+            (unsigned long long)st->st_nlink, (unsigned int)st->st_uid, (unsigned int)st->st_gid,
+            (long long)st->st_size, (long long)st->st_blocks,
+            (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec,
+            es[i].target ? PyBytes_FromStringAndSize(es[i].target, st->st_size)
+                         : Py_NewRef(Py_None));
+        if (t == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, t);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        free(es[i].name);
+        free(es[i].target);
+    }
+    free(es);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"read_block", (PyCFunction)(void (*)(void))read_block, METH_VARARGS | METH_KEYWORDS, read_block_doc},
     {"decode_block", (PyCFunction)(void (*)(void))decode_block, METH_VARARGS | METH_KEYWORDS, decode_block_doc},
@@ -787,6 +966,7 @@ static PyMethodDef methods[] = {
     {"encode_block", (PyCFunction)(void (*)(void))encode_block, METH_VARARGS | METH_KEYWORDS, encode_block_doc},
     {"encode_blocks", encode_blocks, METH_VARARGS, encode_blocks_doc},
     {"read_files", read_files, METH_VARARGS, read_files_doc},
+    {"list_dir", list_dir, METH_VARARGS, list_dir_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,6 +10,7 @@ assert the results are equal byte for byte.
 from __future__ import annotations
 
 import os
+import stat
 from hashlib import sha256
 
 import lz4.block
@@ -147,4 +148,27 @@ def read_files(paths, starts, lengths) -> list[bytes]:
         except OSError as err:
             raise OSError(err.errno, err.strerror, path) from None
         out.append(b"".join(parts))
+    return out
+
+
+def list_dir(path) -> list[tuple]:
+    path = os.fsencode(path)
+    if b"\0" in path:
+        raise ValueError("a path is bytes without NUL")
+    try:
+        with os.scandir(path) as it:
+            names = sorted(e.name for e in it)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, path) from None
+    out = []
+    for name in names:
+        full = os.path.join(path, name)
+        try:
+            st = os.lstat(full)
+            target = os.readlink(full) if stat.S_ISLNK(st.st_mode) else None
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, full) from None
+        out.append((name, st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                    st.st_size if target is None else len(target), st.st_blocks, st.st_mtime_ns,
+                    target))
     return out

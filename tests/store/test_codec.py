@@ -264,6 +264,38 @@ def test_read_files_equals_the_oracle_and_names_the_file_it_cannot_read(tmp_path
         assert outcome(_codec, "read_files", *args)[1] in ("ValueError", "TypeError")
 
 
+def test_list_dir_equals_the_oracle_and_names_what_it_cannot_read(tmp_path):
+    # Sorted as sorted() sorts bytes (high bytes after ASCII), every kind, a long link.
+    for name in [b"b", b"a", b"\xc3\xa9", b"A", b"a.b", b"a-b"]:
+        (tmp_path / os.fsdecode(name)).write_bytes(name)
+    (tmp_path / "dir").mkdir()
+    os.symlink("x" * 3000, tmp_path / "long")
+    os.symlink("a", tmp_path / "short")
+    os.link(tmp_path / "a", tmp_path / "hard")
+    os.mkfifo(tmp_path / "fifo")
+    got = [codec.list_dir(bytes(tmp_path)) for codec in CODECS]
+    assert got[0] == got[1] == [codec.list_dir(str(tmp_path) + "/") for codec in CODECS][0]
+    assert [e[0] for e in got[0]] == sorted(os.listdir(bytes(tmp_path)))
+    entries = {e[0]: e for e in got[0]}
+    assert entries[b"long"][10] == b"x" * 3000 and entries[b"long"][7] == 3000
+    assert entries[b"a"][4] == 2 and entries[b"a"][10] is None
+    assert entries[b"a"][9] == os.lstat(tmp_path / "a").st_mtime_ns
+    assert codec_outcomes_equal(bytes(tmp_path / "missing")) == (errno.ENOENT, bytes(tmp_path / "missing"))
+    assert codec_outcomes_equal(bytes(tmp_path / "a")) == (errno.ENOTDIR, bytes(tmp_path / "a"))
+    for arg in [b"a\0b", 3]:
+        assert outcome(_codec, "list_dir", arg)[1] in ("ValueError", "TypeError")
+
+
+def codec_outcomes_equal(path: bytes) -> tuple[int, bytes]:
+    errors = []
+    for codec in CODECS:
+        with pytest.raises(OSError) as caught:
+            codec.list_dir(path)
+        errors.append((caught.value.errno, caught.value.filename))
+    assert errors[0] == errors[1]
+    return errors[0]
+
+
 def test_encode_blocks_is_encode_block_of_each_piece(encoded):
     rng = random.Random(17)
     data = b"".join(d for d, _ in encoded) + rng.randbytes(777)
