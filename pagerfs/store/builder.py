@@ -1,8 +1,9 @@
 """Building an image from a directory tree (`pagerfs mkimage`).
 
-The tree is scanned first (sorted by name, breadth first, so inode numbers and the
-layout depend only on the tree). File data is then cut into pieces that worker
-threads read and encode: a batch of small files is read in one call of the native
+The tree is scanned (sorted by name, breadth first, so inode numbers and the layout
+depend only on the tree; one GIL-free `_codec.list_dir` call per directory) on a
+thread of its own, and the files it finds are encoded while it goes on. File data is
+cut into pieces that worker threads read and encode: a batch of small files is read in one call of the native
 codec (`_codec.read_files`: every open, pread and close without the GIL), and each
 block is encoded in one more (`_codec.encode_block`), which without the GIL hashes
 its 4 KiB pages and compresses it with lz4. Each byte is hashed once (a tail whose
@@ -533,30 +534,36 @@ def _write_data(fd: int, files: Iterable[_Node], cs: int, jobs: int,
 
 
 def _tables(nodes: list[_Node], writer: _Writer) -> dict[str, bytes]:
+    # One pass over every node, serial at the end of the build: kept to plain loops
+    # over bound methods (0.2 -> 0.1 s for the real tree's 69,000 nodes).
     inodes, dirents, strings = [], [], bytearray()
     chunkmap: list[bytes] = []
     nchunks = 0
+    inode, dirent, chunk = fmt.INODE.pack, fmt.DIRENT.pack, fmt.CHUNKMAP.pack
+    hole, file_, directory = fmt.HOLE_ENTRY, fmt.KIND_FILE, fmt.KIND_DIR
+    add_inode, add_dirent, add_chunk = inodes.append, dirents.append, chunkmap.append
     for node in nodes:
-        st = node.st
-        if node.kind == fmt.KIND_DIR:
-            first, count, size = len(dirents), len(node.entries), 0
-            for name, ino in sorted(node.entries):
-                dirents.append(fmt.DIRENT.pack(len(strings), len(name), ino))
-                strings += name
-        elif node.kind == fmt.KIND_FILE:
-            first, size = nchunks, st[_SIZE]
+        st, kind = node.st, node.kind
+        if kind == file_:
+            first = nchunks
             for loc in node.chunks:
-                if isinstance(loc, _Holes):
-                    chunkmap.append(fmt.HOLE_ENTRY * loc.count)
+                if type(loc) is _Loc:
+                    add_chunk(chunk(loc.block, loc.offset))
+                    nchunks += 1
                 else:
-                    chunkmap.append(fmt.CHUNKMAP.pack(loc.block, loc.offset))
-            count = sum(loc.count if isinstance(loc, _Holes) else 1 for loc in node.chunks)
-            nchunks += count
+                    add_chunk(hole * loc.count)
+                    nchunks += loc.count
+            count, size = nchunks - first, st[_SIZE]
+        elif kind == directory:
+            first, count, size = len(dirents), len(node.entries), 0
+            for name, ino in node.entries:  # in name order: the scan's, list_dir's
+                add_dirent(dirent(len(strings), len(name), ino))
+                strings += name
         else:
             first, count, size = len(strings), len(node.target), len(node.target)
             strings += node.target
-        inodes.append(fmt.INODE.pack(node.kind, st[_MODE], st[_UID], st[_GID], node.nlink,
-                                     st[_MTIME], size, first, count))
+        add_inode(inode(kind, st[_MODE], st[_UID], st[_GID], node.nlink, st[_MTIME], size, first,
+                        count))
     return {
         "inodes": b"".join(inodes),
         "dirents": b"".join(dirents),
