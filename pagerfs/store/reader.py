@@ -122,6 +122,14 @@ class Image:
     def __init__(self, fd: int, path: str, header: fmt.Header, tables: dict[str, bytes],
                  fragment_cache: int = FRAGMENT_CACHE, codec: ModuleType = native):
         self._fd = fd
+        # A read of a few pages of a chunk (a random read: the pager asks for the whole
+        # chunk when a request continues a stream) goes through a second open file of
+        # the image with the host's read-ahead off (POSIX_FADV_RANDOM, which is per
+        # open file): the stored block is all it needs from the disk, while sequential
+        # reads keep the host's read-ahead on the first. docs/BENCHMARKS.md has the
+        # figures ("The image's host read-ahead"). Opened last, once the tables are
+        # known good (a failing open closes only `fd`).
+        self._random_fd = fd
         self._codec = codec
         # Small files share fragment blocks; reading N of them would read and
         # decompress the same block N times. The cache holds decompressed, unverified
@@ -150,6 +158,7 @@ class Image:
         self._name: list[bytes] = []
         self._dirents = list(fmt.DIRENT.iter_unpack(tables["dirents"]))
         self._validate(self._dirents)
+        self._random_fd = _random_reader(fd)
 
     # ---- opening and validation -------------------------------------------------
 
@@ -502,7 +511,9 @@ class Image:
             if data is not None:
                 bad = self._codec.check_pages(data, *check[:2])
             else:
-                data, bad = self._load_block(block, check[:2], tamper)
+                part = hi - lo < chunk_end - chunk_first
+                data, bad = self._load_block(block, check[:2], tamper,
+                                             self._random_fd if part else self._fd)
                 if cached:
                     with self._cache_lock:
                         self._cache[block] = data
@@ -554,15 +565,18 @@ class Image:
         return want, [(a * fmt.PAGE, min(b * fmt.PAGE, ulen) - a * fmt.PAGE)], a
 
     def _load_block(self, block: int, check: tuple, tamper: Tamper | None = None,
-                    ) -> tuple[bytes, list[int]]:
+                    fd: int | None = None) -> tuple[bytes, list[int]]:
         """The block's uncompressed bytes and the bad pages of `check` (_check_of): one
-        GIL-free call of the codec, or with `tamper` a pread, the tamper hook, and one."""
+        GIL-free call of the codec, or with `tamper` a pread, the tamper hook, and one;
+        read from `fd` (one of the image's open files; the first by default)."""
         offset, stored, length = self._blocks[block]
         codec = self._codec
+        if fd is None:
+            fd = self._fd
         try:
             if tamper is None:
-                return codec.read_block(self._fd, offset, stored, length, *check)
-            data = os.pread(self._fd, stored, offset)
+                return codec.read_block(fd, offset, stored, length, *check)
+            data = os.pread(fd, stored, offset)
             if len(data) != stored:
                 raise codec.ShortReadError("short read: the image was truncated")
             return codec.decode_block(tamper(data), length, stored < length, *check)
@@ -630,6 +644,9 @@ class Image:
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
+        random_fd, self._random_fd = self._random_fd, -1
+        if random_fd not in (fd, -1):
+            os.close(random_fd)
         if fd >= 0:
             os.close(fd)
 
@@ -654,6 +671,22 @@ def _chunk_pages_of(bad: list[int], a: int, offset: int, length: int, first: int
         hi = (min(q + fmt.PAGE, length) - 1) // fmt.PAGE
         out.update(range(max(lo, first), min(hi, first + n - 1) + 1))
     return frozenset(chunk_first + k for k in out)
+
+
+def _random_reader(fd: int) -> int:
+    """A second open file of the image open as `fd`, with the host's read-ahead off;
+    `fd` itself where that cannot be had (no /proc, or not a regular file)."""
+    try:
+        if not statmod.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        random_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return fd
+    try:
+        os.posix_fadvise(random_fd, 0, 0, os.POSIX_FADV_RANDOM)
+    except OSError:
+        pass  # read-ahead stays on: slower, not wrong
+    return random_fd
 
 
 def _pread_exact(fd: int, n: int, offset: int, name: str) -> bytes:
