@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import threading
 from pathlib import Path
@@ -139,3 +140,35 @@ def test_blocks_table_of_the_wrong_size_is_refused(image, cli, forge, change):
     for args in (["verify", str(image)], ["cat", str(image), "big"]):
         r = cli(args)
         assert r.rc == 2 and r.err.startswith(b"pagerfs: ") and r.err.count(b"\n") == 1
+
+
+def test_a_read_of_some_pages_of_a_chunk_preads_through_the_image_file_without_read_ahead(
+        pristine, tree, monkeypatch):
+    """The pages of a random read come from the image's second open file (host
+    read-ahead off); whole chunks, as sequential reads and read-ahead take them, from
+    the first. Closing the image closes both."""
+    fds: list[int] = []
+    real = _codec_py.read_block
+
+    def read_block(fd, *args):
+        fds.append(fd)
+        return real(fd, *args)
+
+    monkeypatch.setattr(_codec_py, "read_block", read_block)
+    text = (tree / "text").read_bytes()
+    img = Image.open(pristine, codec=_codec_py)
+    ino = img.resolve("text")
+    whole_fd, random_fd = img._fd, img._random_fd
+    assert random_fd != whole_fd
+    assert os.path.samestat(os.fstat(random_fd), os.fstat(whole_fd))
+
+    part = img.read_chunk_pages(ino, 1, PPC + 1, 1)
+    assert part.page(PPC + 1) == text[(PPC + 1) * 4096:(PPC + 2) * 4096]
+    assert img.read_chunk(ino, 2) == text[2 * CHUNK:3 * CHUNK]
+    assert img.read_chunk_pages(ino, 3, 3 * PPC, PPC).data == text[3 * CHUNK:4 * CHUNK]
+    assert fds == [random_fd, whole_fd, whole_fd]
+
+    img.close()
+    for fd in (whole_fd, random_fd):
+        with pytest.raises(OSError):
+            os.fstat(fd)
