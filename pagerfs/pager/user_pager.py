@@ -74,10 +74,6 @@ class UserPager:
         self._closing: list[int] = []
         self.close_batch = close_batch
         self._faults: dict[int, FaultSet] = {}
-        # Threads serving a file that had no rules when they began, by inode (see
-        # _serving); _faultset waits for them after making a file's first FaultSet.
-        self._plain: dict[int, int] = {}
-        self._plain_done = threading.Condition(self._lock)
         self._stop = threading.Event()
         # The aux VMO of whichever thread opens files (see open).
         self._open_aux = zx.zx_vmo_create(image.chunk_size, 0)
@@ -201,11 +197,6 @@ class UserPager:
             if faults is not None:
                 return faults
             faults = self._faults[ino] = FaultSet()
-            # A thread that found the file without rules may be serving it right now
-            # (see _serving); no new one starts now that the FaultSet is there, so this
-            # ends, and what the caller evicts next stays out.
-            while self._plain.get(ino):
-                self._plain_done.wait()
         # An open that found the file without rules may be supplying it right now (see
         # _supply_at_open): let it finish, so that what the caller evicts next stays out.
         with self._open_lock:
@@ -462,38 +453,14 @@ class UserPager:
         with self._idle:
             self._serving_now += 1
         try:
-            # The reference and the look for rules in one hold of the lock: a file
-            # without rules (nearly all) is served without a FaultSet made for it (one
-            # per file served, kept for the mount's life, was most of what serving a
-            # tree of small files left behind), counted in _plain instead, which
-            # _faultset waits to drain, as the FaultSet's gate would have.
-            with self._lock:
-                entry = self._vmos.get(ino)
-                if entry is None:
-                    handle = None
-                else:
-                    entry.refs += 1
-                    handle = entry.handle
-                    faults = self._faults.get(ino)
-                    if faults is None:
-                        self._plain[ino] = self._plain.get(ino, 0) + 1
+            handle = self._hold(ino)
             if handle is None:
                 yield None, None
                 return
             try:
-                if faults is None:
-                    try:
-                        yield handle, None
-                    finally:
-                        with self._lock:
-                            left = self._plain.pop(ino) - 1
-                            if left:
-                                self._plain[ino] = left
-                            else:
-                                self._plain_done.notify_all()
-                else:
-                    with faults.serving(wait) as admitted:
-                        yield (handle if admitted else None), faults
+                faults = self._faultset(ino)
+                with faults.serving(wait) as admitted:
+                    yield (handle if admitted else None), faults
             finally:
                 self.close(ino)
         finally:
