@@ -261,6 +261,24 @@ raise_for(enum outcome o, int err)
     }
 }
 
+/* Reads up to n bytes at off into dst, retrying short reads and EINTR: the count read
+ * (less than n only at end of file), or -1 with errno set. Needs no GIL. */
+static ssize_t
+pread_full(int fd, void *dst, size_t n, off_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, (char *)dst + got, n - got, off + (off_t)got);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r == 0)
+            break;
+        else if (errno != EINTR)
+            return -1;
+    }
+    return (ssize_t)got;
+}
+
 /* lz4-decode src into dst (exactly raw bytes) and verify; no GIL needed. */
 static enum outcome
 decode_and_check(const Check *c, const unsigned char *src, size_t stored, unsigned char *dst,
@@ -349,15 +367,13 @@ read_block(PyObject *self, PyObject *args, PyObject *kw)
     unsigned char *src = compressed ? scratch(stored) : dst;
     if (src == NULL)
         o = NO_MEMORY;
-    for (Py_ssize_t got = 0; o == OK && got < stored;) {
-        ssize_t n = pread(fd, src + got, stored - got, offset + got);
-        if (n > 0)
-            got += n;
-        else if (n == 0)
-            o = SHORT_READ;
-        else if (errno != EINTR) {
+    if (o == OK) {
+        ssize_t got = pread_full(fd, src, stored, offset);
+        if (got < 0) {
             err = errno;
             o = READ_FAILED;
+        } else if (got < stored) {
+            o = SHORT_READ;
         }
     }
     if (o == OK)
@@ -738,18 +754,10 @@ read_files(PyObject *self, PyObject *args)
             failed = i;
             break;
         }
-        char *dst = PyBytes_AS_STRING(PyList_GET_ITEM(out, i));
-        while (got[i] < want[i]) {
-            ssize_t r = pread(fd, dst + got[i], want[i] - got[i], start[i] + got[i]);
-            if (r > 0)
-                got[i] += r;
-            else if (r == 0)
-                break;
-            else if (errno != EINTR) {
-                err[i] = errno;
-                failed = i;
-                break;
-            }
+        got[i] = pread_full(fd, PyBytes_AS_STRING(PyList_GET_ITEM(out, i)), want[i], start[i]);
+        if (got[i] < 0) {
+            err[i] = errno;
+            failed = i;
         }
         close(fd);
     }

@@ -376,22 +376,26 @@ def _compress_fragment(tails: list[bytes]) -> tuple[bytes, int, bytes]:
     return stored, len(data), hashes
 
 
-def _pieces(node: _Node, cs: int):
+def _pieces(node: _Node, cs: int) -> list[tuple[int, int, bool, bool]]:
     """(start, length, last, hole) of each piece of the file, in order: its data cut
     into pieces, each run of hole chunks one piece that is never read. Only a file with
     fewer blocks allocated than its size needs is looked at for holes."""
     size = node.st[_SIZE]
     piece = max(PIECE, cs)
     sparse = node.st[_BLOCKS] * 512 < size
+    if not sparse and 0 < size <= piece:
+        return [(0, size, True, False)]  # most files of a tree: one piece, no holes
     runs = _data_runs(node.path, size, cs) if sparse else [(False, 0, -(-size // cs))]
+    out = []
     for hole, first, count in runs:
         start, end = first * cs, min((first + count) * cs, size)
         if hole:
-            yield start, end - start, end >= size, True
+            out.append((start, end - start, end >= size, True))
             continue
         for at in range(start, end, piece):
             length = min(piece, end - at)
-            yield at, length, at + length >= size, False
+            out.append((at, length, at + length >= size, False))
+    return out
 
 
 class _Progress:
@@ -469,17 +473,12 @@ def _batches(files: Iterable[_Node], cs: int, shared: Callable[[int, int], bool]
              progress: _Progress):
     """(node, length, last) of each piece, and the batch of pieces for one worker task."""
     batch, nodes, nbytes = [], [], 0
-    piece = max(PIECE, cs)
     for node in files:
         size = node.st[_SIZE]
         if not size:
             progress.advance(0, 1)
             continue
-        if size <= piece and node.st[_BLOCKS] * 512 >= size:
-            pieces: Iterable = ((0, size, True, False),)  # most files: one piece, no holes
-        else:
-            pieces = _pieces(node, cs)
-        for start, length, last, hole in pieces:
+        for start, length, last, hole in _pieces(node, cs):
             batch.append((node.path, start, length, cs, last, hole,
                           last and shared(size, cs)))
             nodes.append((node, length, last))

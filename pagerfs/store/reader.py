@@ -564,15 +564,13 @@ class Image:
             return want, None, 0
         return want, [(a * fmt.PAGE, min(b * fmt.PAGE, ulen) - a * fmt.PAGE)], a
 
-    def _load_block(self, block: int, check: tuple, tamper: Tamper | None = None,
-                    fd: int | None = None) -> tuple[bytes, list[int]]:
+    def _load_block(self, block: int, check: tuple, tamper: Tamper | None,
+                    fd: int) -> tuple[bytes, list[int]]:
         """The block's uncompressed bytes and the bad pages of `check` (_check_of): one
         GIL-free call of the codec, or with `tamper` a pread, the tamper hook, and one;
-        read from `fd` (one of the image's open files; the first by default)."""
+        read from `fd` (one of the image's open files)."""
         offset, stored, length = self._blocks[block]
         codec = self._codec
-        if fd is None:
-            fd = self._fd
         try:
             if tamper is None:
                 return codec.read_block(fd, offset, stored, length, *check)
@@ -624,7 +622,8 @@ class Image:
         failed page of the block."""
         ulen = self._blocks[block][2]
         try:
-            _, bad = self._load_block(block, self._check_of(block, 0, ulen, 0, fmt.pages_of(ulen))[:2])
+            _, bad = self._load_block(block, self._check_of(block, 0, ulen, 0, fmt.pages_of(ulen))[:2],
+                                      None, self._fd)
         except _BlockFailure as fail:
             return [(ino, fail.error, frozenset(range(*self._pages_of_chunk(ino, index))))
                     for ino, index in chunks]
