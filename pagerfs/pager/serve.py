@@ -273,32 +273,44 @@ class RequestServer:
     def _plan_ahead(self, req: Request) -> None:
         """If the request continues a sequential stream, hand the next chunks to the
         read-ahead thread."""
+        self.plan_ahead(req.ino, req.first_page, req.last_page, req.file_pages)
+
+    def plan_ahead(self, ino: int, first_page: int, last_page: int, file_pages: int,
+                   start_stream: bool = True) -> None:
+        """If pages [first_page, last_page] continue a sequential stream on the file,
+        hand the next chunks to the read-ahead threads. Called for each request served,
+        and by the user pager for each read (start_stream=False: a read that continues
+        no stream does not start one; only requests do), so that read-ahead keeps going
+        while the reads find their pages present or read-ahead supplies them (their
+        requests then end before a pager thread takes the packet, and nobody else
+        would plan the next chunks: the decoders would idle until a read misses)."""
         if self.schedule is None or self.read_ahead <= 0:
             return
         img = self.image
         ppc = img.chunk_size // PAGE
-        end = -(-(req.last_page + 1) // ppc) * ppc  # the chunk boundary served up to
+        end = -(-(last_page + 1) // ppc) * ppc  # the chunk boundary served up to
         with self._streams_lock:
-            st = self._streams.get(req.ino)
-            if st is not None and st.continued_by(req.first_page):
+            st = self._streams.get(ino)
+            if st is not None and st.continued_by(first_page):
                 start = max(end, st.ahead_end)
-            elif req.first_page == 0:
+            elif first_page == 0:
                 start = end
             else:
-                self._streams[req.ino] = _Stream(req.first_page, end)
+                if start_stream:
+                    self._streams[ino] = _Stream(first_page, end)
                 return
-            behind = req.first_page // ppc
+            behind = first_page // ppc
             for key in [k for k, c in self._claims.items()
-                        if k[0] == req.ino and k[1] < behind and c.done.is_set()]:
+                        if k[0] == ino and k[1] < behind and c.done.is_set()]:
                 del self._claims[key]
-            stop = min(end + max(self.read_ahead // PAGE, ppc), req.file_pages)
-            self._streams[req.ino] = _Stream(req.first_page, max(stop, start))
+            stop = min(end + max(self.read_ahead // PAGE, ppc), file_pages)
+            self._streams[ino] = _Stream(first_page, max(stop, start))
             if stop <= start:
                 return
-            indices = img.chunk_range(req.ino, start, stop - start)
+            indices = img.chunk_range(ino, start, stop - start)
             for index in indices:
-                self._claims.setdefault((req.ino, index), _Claim())
-        self.schedule(req.ino, indices)
+                self._claims.setdefault((ino, index), _Claim())
+        self.schedule(ino, indices)
 
     def _load(self, ino: int, index: int, first: int, count: int, lo: int, hi: int,
               ) -> tuple[bytes | None, dict[str, set[int]], bool]:

@@ -310,6 +310,28 @@ def test_read_ahead_can_be_turned_off(source):
         assert up.committed_pages(ino) == CHUNK // PAGE  # its own chunk only
 
 
+def test_a_read_that_continues_a_stream_moves_read_ahead_on(source):
+    # Read-ahead of one chunk: after page 0's request, chunks 0 and 1 are present.
+    data, path = source
+    ppc = CHUNK // PAGE
+    with (Image.open(path) as image,
+          own_pager(image, threads=1, read_ahead=CHUNK) as up,
+          file_vmo(up, b"f") as (ino, vmo)):
+        assert read_pages(vmo, 0, 1) == data[:PAGE]
+        assert up.wait_idle(timeout=60)
+        assert up.committed_pages(ino) == 2 * ppc
+        requests = up.stats.snapshot(ino)["page_requests"]
+        # Reading chunk 1 asks the pager for nothing, yet read-ahead moves on to chunk
+        # 2; a read that starts no stream moves nothing.
+        assert up.read(ino, vmo, ppc * PAGE, CHUNK, None) == data[ppc * PAGE:2 * ppc * PAGE]
+        assert up.wait_idle(timeout=60)
+        assert up.stats.snapshot(ino)["page_requests"] == requests
+        assert up.committed_pages(ino) == 3 * ppc
+        assert up.read(ino, vmo, PAGE, PAGE, None) == data[PAGE:2 * PAGE]
+        assert up.wait_idle(timeout=60)
+        assert up.committed_pages(ino) == 3 * ppc
+
+
 def test_random_pages_do_not_keep_their_whole_chunks_alive(tmp_path):
     import tracemalloc
     src = tmp_path / "src"
