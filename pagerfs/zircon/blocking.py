@@ -1,5 +1,7 @@
-"""Which threads are blocked in the kernel waiting for a pager (Zircon's
-ZX_THREAD_STATE_BLOCKED_PAGER), so that a test can wait for "blocked" as an event."""
+"""Which threads are blocked in the kernel on a page request (Zircon's
+ZX_THREAD_STATE_BLOCKED_PAGER): waiting for a pager to supply it, or (scanner_evict)
+for the readers it woke to collect its pages; so that a test can wait for "blocked" as
+an event."""
 
 from __future__ import annotations
 

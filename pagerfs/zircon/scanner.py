@@ -4,7 +4,8 @@ It keeps the kernel-wide count of committed pager-backed pages and, when a budge
 set, evicts the least recently used extents after a supply pushes the count past it.
 Recency is tracked per extent (a stamp set whenever a read copies from it), not per page.
 Eviction never removes pages of a request whose waiters have not yet copied them
-(see PagerVmo's pins), so a reader always makes progress.
+(see PagerVmo's pins), so a reader always makes progress: the budget's pass skips them,
+eviction on demand (PagerVmo.evict) waits for those waiters first.
 """
 
 from __future__ import annotations

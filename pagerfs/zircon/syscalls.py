@@ -421,7 +421,10 @@ def zx_vmar_map(
 
 # --- the page scanner -------------------------------------------------------------------
 def scanner_evict(vmo: int, offset: int, length: int) -> int:
-    """Evict the present pages of [offset, offset + length); returns pages evicted."""
+    """Evict the present pages of [offset, offset + length); returns pages evicted.
+
+    Pages that readers were woken for but have not collected yet (pinned) are evicted
+    once those readers have collected them: this waits for that (see PagerVmo.evict)."""
     off, size = _aligned(offset, length)
     obj = lookup(vmo, Vmo)
     if not isinstance(obj, PagerVmo):

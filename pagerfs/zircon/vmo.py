@@ -155,6 +155,8 @@ class Request:
         self.remaining: list[tuple[int, int]] = [(start, end)]
         self.status: int | None = None
         # Released on completion: locks of the threads waiting, and asynchronous reads.
+        # Once it has completed and is pinned: the locks of evictions waiting for its
+        # readers to collect its pages (see PagerVmo.evict), released with the last pin.
         self.parked: list = []
         self.waiters = 0
         self.pins = 0
@@ -283,6 +285,10 @@ class PagerVmo(Vmo):
         req.pins -= 1
         if req.pins == 0:
             self._pinned.remove(req)
+            if req.parked:  # evictions waiting for this (see evict)
+                for parked in req.parked:
+                    parked.release()
+                req.parked = []
 
     def pending_requests(self) -> list[tuple[int, int]]:
         """The outstanding requests' page ranges (for tests and diagnostics)."""
@@ -479,7 +485,26 @@ class PagerVmo(Vmo):
         return [(r.start, r.end) for r in self._pinned]
 
     def evict(self, first: int, last: int) -> int:
+        """Eviction on demand (scanner_evict). A page that readers were woken for but
+        have not yet collected is pinned; rather than leave it present, wait for the
+        readers pinning pages of the range now to collect them, then evict. The wait is
+        short and cannot deadlock: such a reader needs nothing but the VMO lock. A
+        request pinned while this waits is left alone, as the budget's pass does, so a
+        stream of readers cannot hold an eviction off for ever."""
         with self.lock:
+            for req in [r for r in self._pinned if r.start < last and r.end > first]:
+                if not req.pins:
+                    continue  # collected while this waited for another
+                parked = _allocate_lock()
+                parked.acquire()
+                req.parked.append(parked)
+                blocking.enter(req)
+                self.lock.release()
+                try:
+                    parked.acquire()
+                finally:
+                    self.lock.acquire()
+                    blocking.leave()
             dropped = self.store.remove(first, last, self._pinned_ranges())
             scanner.account(-dropped)
         return dropped

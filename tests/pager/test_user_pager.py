@@ -643,3 +643,47 @@ def test_an_error_serving_in_the_readers_thread_leaves_the_request_to_a_pager_th
         assert calls == [threading.get_ident()]
         assert ended.wait(30) and got == [data[9 * PAGE:10 * PAGE]]
         assert "reader's thread" in caplog.text
+
+
+@pytest.mark.parametrize("through", ["read", "mapping", "commit"])
+def test_a_rule_armed_while_a_blocked_read_of_its_page_is_served_acts_on_the_next_read(
+        pager, source, held_after_wake, through):
+    """A blocked reader whose request was just supplied still holds (pins) the pages
+    until it has copied them. Arming a rule in that moment must still leave the rule's
+    pages absent when it returns: the read in flight gets its bytes (it was served
+    under the old rules) and the next read asks the pager, which fires the rule."""
+    from pagerfs.zircon import blocking
+
+    data, _ = source
+    got = []
+
+    def reader(vmo):
+        held_after_wake.hold_me()
+        if through == "read":
+            got.append(zx.zx_vmo_read(vmo, 0, PAGE))
+        elif through == "mapping":
+            mapping = zx.zx_vmar_map(zx.zx_vmar_root_self(), zx.ZX_VM_PERM_READ, 0, vmo, 0, PAGE)
+            got.append(mapping.read(0, PAGE))
+            mapping.unmap()
+        else:
+            zx.zx_vmo_op_range(vmo, zx.ZX_VMO_OP_COMMIT, 0, PAGE)
+            got.append(data[:PAGE])
+
+    with file_vmo(pager, b"f") as (ino, vmo):
+        thread = threading.Thread(target=reader, args=(vmo,))
+        thread.start()
+        assert held_after_wake.woken.wait(30)  # served: page 0 present, pinned for it
+        armer = threading.Thread(target=pager.add_fault,
+                                 args=(ino, parse_rule("pages=0 error=IO count=1")))
+        armer.start()
+        # Arming either waits in the kernel for the reader to copy (right) or ends
+        # with page 0 left present (wrong); let the reader go on either way.
+        while armer.is_alive() and not blocking.wait_until_blocked(armer.ident, 0.05):
+            pass
+        held_after_wake.let_go()
+        thread.join(30)
+        armer.join(30)
+        assert not thread.is_alive() and not armer.is_alive()
+        assert got == [data[:PAGE]]
+        assert outcome(vmo, 0, len(data)) == zx.ZX_ERR_IO
+        assert outcome(vmo, 0, len(data)) == data[:PAGE]  # count=1
