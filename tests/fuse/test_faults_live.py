@@ -328,3 +328,62 @@ def test_readers_never_get_wrong_bytes_while_rules_churn(fresh_mount, tree):
                 reader.kill()
                 reader.communicate()
     assert path.read_bytes() == (tree / FILE).read_bytes()
+
+
+TOUCH_TWICE = r"""
+import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    print(m[:4096].hex(), flush=True)
+    sys.stdin.readline()
+    print(m[:4096].hex(), flush=True)
+"""
+
+
+def _wait_for_packet(mount, ino):
+    deadline = time.monotonic() + 30
+    while not any(e.get("ino") == ino and e["event"] == "packet" for e in mount.trace()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("how", ["read", "mmap"])
+def test_a_rule_armed_while_a_read_of_its_page_is_served_acts_on_the_next_read(
+        fresh_mount, tree, how):
+    """Once setfattr returns, the next access of the page asks the pager and the rule
+    fires. The access in flight meanwhile was served under the old rules, but it may
+    meet the rule too: setfattr invalidates the page cache once that READ is answered,
+    and if that comes before the reader has locked the page to copy it, Linux finds the
+    page gone and asks again (the host has no pin like the kernel model's). Either way
+    it never gets wrong bytes, and the rule does not go unseen."""
+    path = fresh_mount.path / FILE
+    source = (tree / FILE).read_bytes()
+    ino = os.stat(path).st_ino
+    # Keeps the first request of page 0 in the pager long enough to arm a rule meanwhile.
+    assert setfattr(path, "pages=0 error=none delay_ms=1000 count=1").returncode == 0
+    if how == "read":
+        first = subprocess.Popen(["dd", f"if={path}", "bs=4096", "count=1", "status=none"],
+                                 stdout=subprocess.PIPE)
+    else:
+        first = subprocess.Popen([sys.executable, "-c", TOUCH_TWICE, str(path)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        _wait_for_packet(fresh_mount, ino)
+        assert setfattr(path, "pages=0 error=IO").returncode == 0
+        assert fresh_mount.stats(FILE)["delays"] == 1
+        if how == "read":
+            out, _ = first.communicate(timeout=60)
+            assert (out, first.returncode) in ((page_of(source, 0), 0), (b"", 1))
+            assert "Input/output error" in dd_page(path, 0)
+        else:
+            line = first.stdout.readline()
+            if line:  # else it took SIGBUS already
+                assert line == page_of(source, 0).hex() + "\n"
+                first.stdin.write("go\n")
+                first.stdin.flush()
+            assert first.wait(timeout=60) == -signal.SIGBUS
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.communicate()
+    assert fresh_mount.stats(FILE)["pages_failed"].get("IO", 0) >= 1
