@@ -8,7 +8,6 @@ damaged the image as asked.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -16,11 +15,10 @@ import stat as statmod
 import sys
 import time
 
+import pagerfs.store as store  # its names load when first used: mkimage needs only the builder
 from pagerfs.cli.common import EXIT_DAMAGE, EXIT_OK, CommandError, Progress, positive_int
-from pagerfs.store import (DEFAULT_CHUNK_SIZE, BuildError, FormatError, Image,
-                           IntegrityError, Kind,
-                           StoreError, build_image, corrupt, scrub)
-from pagerfs.store.errors import show
+from pagerfs.store.errors import BuildError, FormatError, IntegrityError, StoreError, show
+from pagerfs.store.format import DEFAULT_CHUNK_SIZE
 
 
 def _size(text: str) -> int:
@@ -75,14 +73,14 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=run_cat)
 
 
-def _open(path: str) -> Image:
+def _open(path: str) -> store.Image:
     try:
-        return Image.open(path)
+        return store.Image.open(path)
     except FormatError as err:
         raise CommandError(str(err)) from None
 
 
-def _resolve(img: Image, path: str) -> int:
+def _resolve(img: store.Image, path: str) -> int:
     try:
         return img.resolve(path)
     except OSError as err:
@@ -112,7 +110,7 @@ def run_mkimage(args) -> int:
     previous = signal.signal(signal.SIGTERM, terminated)
     began = time.monotonic()
     try:
-        result = build_image(args.source, args.image, chunk_size=args.chunk_size,
+        result = store.build_image(args.source, args.image, chunk_size=args.chunk_size,
                              jobs=args.jobs, warn=warn, start=start, advance=advance)
     except BuildError as err:
         raise CommandError(str(err)) from None
@@ -137,11 +135,13 @@ def run_verify(args) -> int:
 
     with _open(args.image) as img:
         try:
-            report = scrub(img, jobs=args.jobs, start=start, advance=lambda n: progress.advance(n))
+            report = store.scrub(img, jobs=args.jobs, start=start, advance=lambda n: progress.advance(n))
         finally:
             if progress is not None:
                 progress.close()
     if args.json:
+        import json
+
         json.dump({
             "image": args.image,
             "status": "damaged" if report.damage else "clean",
@@ -166,7 +166,7 @@ def run_verify(args) -> int:
 
 def run_corrupt(args) -> int:
     try:
-        damage = corrupt(args.image, args.path, args.page, args.seed)
+        damage = store.corrupt(args.image, args.path, args.page, args.seed)
     except FormatError as err:
         raise CommandError(str(err)) from None
     except (OSError, ValueError) as err:
@@ -176,7 +176,7 @@ def run_corrupt(args) -> int:
     return EXIT_OK
 
 
-def _ls_line(img: Image, ino: int, name: bytes) -> bytes:
+def _ls_line(img: store.Image, ino: int, name: bytes) -> bytes:
     st = img.stat(ino)
     try:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.mtime_ns // 10**9))
@@ -184,7 +184,7 @@ def _ls_line(img: Image, ino: int, name: bytes) -> bytes:
         when = "????-??-?? ??:??"
     line = b"%s %3d %5d %5d %10d %s %s" % (statmod.filemode(st.mode).encode(), st.nlink,
                                             st.uid, st.gid, st.size, when.encode(), name)
-    if st.kind == Kind.SYMLINK:
+    if st.kind == store.Kind.SYMLINK:
         line += b" -> " + img.readlink(ino)
     return line + b"\n"
 
@@ -192,7 +192,7 @@ def _ls_line(img: Image, ino: int, name: bytes) -> bytes:
 def run_ls(args) -> int:
     with _open(args.image) as img:
         ino = _resolve(img, args.path)
-        if img.stat(ino).kind == Kind.DIR:
+        if img.stat(ino).kind == store.Kind.DIR:
             lines = [_ls_line(img, child, name) for name, child in img.listdir(ino)]
         else:
             lines = [_ls_line(img, ino, os.fsencode(args.path))]
@@ -212,8 +212,8 @@ def run_cat(args) -> int:
     with _open(args.image) as img:
         ino = _resolve(img, args.path)
         kind = img.stat(ino).kind
-        if kind != Kind.FILE:
-            raise CommandError(f"{args.path}: is a {'directory' if kind == Kind.DIR else 'symbolic link'}")
+        if kind != store.Kind.FILE:
+            raise CommandError(f"{args.path}: is a {'directory' if kind == store.Kind.DIR else 'symbolic link'}")
         out = _out()
         for index in img.chunk_range(ino, 0, -(-img.stat(ino).size // 4096)):
             first, count = img.chunk_pages(ino, index)

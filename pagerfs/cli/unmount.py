@@ -13,8 +13,6 @@ import json
 import os
 import re
 import select
-import shutil
-import subprocess
 import threading
 import time
 
@@ -151,6 +149,11 @@ def unmount(shown: str, lazy: bool = False, release_wait: float = RELEASE_WAIT) 
         # Our own question is stuck in the mount now, which makes it busy for good.
         raise CommandError(f"{shown}: the daemon does not answer (stopped?); "
                            f"use --lazy to detach the mount anyway")
+    # Imported here: every `pagerfs` command imports this module (for its help text),
+    # and these two cost `pagerfs mkimage` 3 ms of its start.
+    import shutil
+    import subprocess
+
     pid = stats.get("pid") if isinstance(stats, dict) else None
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool:

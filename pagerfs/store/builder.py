@@ -23,26 +23,31 @@ a fragment's page hashes are those of its own pages, like any block's.
 
 from __future__ import annotations
 
+# Every `pagerfs mkimage` starts by importing this: it keeps to modules that are cheap to
+# import (concurrent.futures, through logging, dataclasses, through inspect, tempfile
+# and typing cost 40 ms of a 100 ms start; the helpers below are what the builder used
+# of them).
 import errno
 import gc
 import hashlib
 import os
 import signal
 import stat as statmod
-import tempfile
 import threading
-from collections import Counter, deque
+from collections import Counter, deque, namedtuple
+from _thread import allocate_lock
 from queue import SimpleQueue
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple
 
 from pagerfs.store import format as fmt
 from pagerfs.store.codec import native
 from pagerfs.store.errors import BuildError, show
 
-Warn = Callable[[str], None]
-Advance = Callable[[int, int], None]  # bytes, files
+TYPE_CHECKING = False  # typing itself is not imported to run
+if TYPE_CHECKING:
+    from typing import Callable, Iterable
+
+    Warn = Callable[[str], None]
+    Advance = Callable[[int, int], None]  # bytes, files
 
 PIECE = 4 << 20  # bytes of one file read and processed at once
 BATCH_BYTES = 1 << 20  # small files go to a worker in batches of about this much...
@@ -53,19 +58,23 @@ _SKIPPED = {statmod.S_IFCHR: "character device", statmod.S_IFBLK: "block device"
             statmod.S_IFIFO: "FIFO", statmod.S_IFSOCK: "socket"}
 
 
-@dataclass
 class _Loc:
     """Where a chunk's bytes are stored; a fragment's block is known once it is full."""
 
-    block: int
-    offset: int  # bytes into the block
+    __slots__ = ("block", "offset")
+
+    def __init__(self, block: int, offset: int):
+        self.block = block
+        self.offset = offset  # bytes into the block
 
 
-@dataclass(frozen=True)
 class _Holes:
     """A run of chunks that are all hole: nothing stored, one chunk map entry each."""
 
-    count: int
+    __slots__ = ("count",)
+
+    def __init__(self, count: int):
+        self.count = count
 
 
 # A file's lstat as `_codec.list_dir` gives it: (name, mode, ino, dev, nlink, uid, gid,
@@ -74,25 +83,91 @@ class _Holes:
 _MODE, _INO, _DEV, _NLINK, _UID, _GID, _SIZE, _BLOCKS, _MTIME, _TARGET = range(1, 11)
 
 
-@dataclass(slots=True)
 class _Node:
-    ino: int
-    kind: int
-    st: tuple  # its list_dir entry
-    path: bytes
-    nlink: int = 1
-    entries: list[tuple[bytes, int]] = field(default_factory=list)
-    target: bytes = b""
-    chunks: list[_Loc | _Holes] = field(default_factory=list)
+    __slots__ = ("ino", "kind", "st", "path", "nlink", "entries", "target", "chunks")
+
+    def __init__(self, ino: int, kind: int, st: tuple, path: bytes, nlink: int = 1):
+        self.ino = ino
+        self.kind = kind
+        self.st = st  # its list_dir entry
+        self.path = path
+        self.nlink = nlink
+        self.entries: list[tuple[bytes, int]] = []  # a directory's (name, ino)
+        self.target = b""  # a symlink's
+        self.chunks: list[_Loc | _Holes] = []  # a file's
 
 
-@dataclass(frozen=True)
-class BuildResult:
-    files: int
-    inodes: int
-    file_bytes: int
-    image_bytes: int
-    blocks: int
+BuildResult = namedtuple("BuildResult", "files inodes file_bytes image_bytes blocks")
+
+
+class _Task:
+    """A call handed to _Threads: done(), result() and cancel(), as the builder used
+    concurrent.futures.Future. Its lock is held until the call has run."""
+
+    __slots__ = ("fn", "args", "lock", "value", "error", "cancelled")
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+        self.lock = allocate_lock()
+        self.lock.acquire()
+        self.value = self.error = None
+        self.cancelled = False
+
+    def run(self) -> None:
+        if not self.cancelled:
+            try:
+                self.value = self.fn(*self.args)
+            except BaseException as err:  # delivered by result(), as a pool would
+                self.error = err
+        self.fn = self.args = None
+        self.lock.release()
+
+    def cancel(self) -> None:
+        """Not to run, if it has not started (a build that failed leaves its queue)."""
+        self.cancelled = True
+
+    def done(self) -> bool:
+        return not self.lock.locked()
+
+    def result(self):
+        with self.lock:  # taken once the call has run, and given back at once
+            pass
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Threads:
+    """A pool of `n` threads running _Tasks in the order submitted; 0 threads: each
+    runs at once in the caller (--jobs 1). Leaving it (`with`) waits for every task
+    submitted, unless cancelled (Ctrl-C: the batches already running, a few MB)."""
+
+    def __init__(self, n: int):
+        self.queue: SimpleQueue[_Task | None] = SimpleQueue()
+        self.threads = [threading.Thread(target=self._work, name=f"mkimage-{i}") for i in range(n)]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (task := self.queue.get()) is not None:
+            task.run()
+
+    def submit(self, fn, *args) -> _Task:
+        task = _Task(fn, args)
+        if self.threads:
+            self.queue.put(task)
+        else:
+            task.run()
+        return task
+
+    def __enter__(self) -> "_Threads":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
 
 
 def _root(source: bytes) -> tuple:
@@ -167,18 +242,15 @@ def scan(source: bytes, warn: Warn, exclude: dict[tuple[int, int], bool] | None 
     return nodes
 
 
-class _Chunk(NamedTuple):
-    key: bytes  # SHA-256 of its page hashes: identifies it, for deduplication
-    hashes: bytes  # its page hashes
-    stored: bytes  # lz4 block, or the raw bytes when that is no smaller
-    length: int
-
-
-class _Piece(NamedTuple):
-    chunks: list[_Chunk]  # its full chunks
-    tail: bytes  # the file's short last chunk, if this piece holds it
-    tail_key: bytes  # identifies the tail's contents, for deduplication (b"": unique)
-    holes: int = 0  # a piece that is a run of hole chunks: how many (nothing else is set)
+# A full chunk, encoded. key: SHA-256 of its page hashes, which identifies it (for
+# deduplication); hashes: its page hashes; stored: lz4 block, or the raw bytes when that
+# is no smaller; length: its bytes.
+_Chunk = namedtuple("_Chunk", "key hashes stored length")
+# What a worker makes of a piece of a file. chunks: its full chunks; tail: the file's
+# short last chunk, if this piece holds it; tail_key: identifies the tail's contents,
+# for deduplication (b"": unique); holes: a piece that is a run of hole chunks: how many
+# (nothing else is set).
+_Piece = namedtuple("_Piece", "chunks tail tail_key holes", defaults=(0,))
 
 
 def _data_runs(path: bytes, size: int, cs: int) -> list[tuple[bool, int, int]]:
@@ -254,39 +326,21 @@ def _read_batch(items: list[tuple[bytes, int, int, int, bool, bool, bool]]) -> l
     return pieces
 
 
-class _InlineExecutor(Executor):
-    """--jobs 1: do the work in this process, at once."""
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except BaseException as err:  # delivered by fut.result(), as a pool would
-            fut.set_exception(err)
-        return fut
-
-
-def _executor(jobs: int) -> Executor:
-    # Ctrl-C raises KeyboardInterrupt in the calling thread; leaving the pool waits only
-    # for the batches already running (a few MB), the rest are cancelled.
-    return _InlineExecutor() if jobs <= 1 else ThreadPoolExecutor(max_workers=jobs)
-
-
 class _Writer:
     """Assigns block numbers and image offsets in block order; the writing thread
     `pwrite`s each block there, so that this (the main) thread, which also orders every
     file's results, is not held up by the copies into the page cache."""
 
-    def __init__(self, fd: int, pool: Executor, writes: Executor, cs: int):
+    def __init__(self, fd: int, pool: _Threads, writes: _Threads, cs: int):
         self.fd = fd
         self.pool = pool
         self.writes = writes
-        self.written: deque[Future] = deque()
+        self.written: deque[_Task] = deque()
         self.cs = cs
         self.offset = fmt.HEADER_SIZE
         self.blocks: list[tuple[int, int, int]] = []  # offset, stored, length
         self.page_hashes: list[bytes] = []  # per block
-        self.pending: deque[tuple[int, Future | tuple]] = deque()
+        self.pending: deque[tuple[int, _Task | tuple]] = deque()
         self.by_key: dict[bytes, int] = {}
         self.tails: dict[bytes, _Loc] = {}
         self.fragment: list[bytes] = []  # its tails, joined by the fragment thread
@@ -328,7 +382,7 @@ class _Writer:
         self.fragment_bytes = 0
         self.fragment_locs = []
 
-    def _new_block(self, item: Future | tuple) -> int:
+    def _new_block(self, item: _Task | tuple) -> int:
         block = self.count
         self.count += 1
         self.pending.append((block, item))
@@ -338,7 +392,7 @@ class _Writer:
     def drain(self, wait: bool) -> None:
         while self.pending:
             block, item = self.pending[0]
-            if isinstance(item, Future):
+            if isinstance(item, _Task):
                 if not wait and not item.done():
                     return
                 item = item.result()
@@ -461,7 +515,7 @@ class _Scan:
         Two equal tails are thus always both hashed, whenever each was encoded."""
         return self.shared_tails[size % cs] if self.done.is_set() else True
 
-    def found(self, running: Future):
+    def found(self, running: _Task):
         """The regular files in inode order, as the scan finds them; at the end, the
         scan's error if it failed."""
         while (node := self.files.get()) is not None:
@@ -496,10 +550,10 @@ def _write_data(fd: int, files: Iterable[_Node], cs: int, jobs: int,
     # Fragments are compressed in threads of their own (one per job: in a tree of
     # small files most bytes are tails) so that the workers' batches, queued first, do
     # not hold them up; blocks are written by another thread.
-    with (_executor(jobs) as pool, ThreadPoolExecutor(max_workers=jobs) as fragments,
-          ThreadPoolExecutor(max_workers=1) as writes):
+    with (_Threads(jobs if jobs > 1 else 0) as pool, _Threads(jobs) as fragments,
+          _Threads(1) as writes):
         writer = _Writer(fd, fragments, writes, cs)
-        window: deque[tuple[list, int, Future]] = deque()
+        window: deque[tuple[list, int, _Task]] = deque()
         inflight = 0
 
         def consume() -> None:
@@ -577,11 +631,16 @@ def _temp_beside(dest: bytes) -> tuple[int, bytes]:
     folder = os.path.dirname(dest) or b"."
     if not os.path.isdir(folder):
         raise BuildError(f"{show(dest)}: folder {show(folder)} does not exist")
-    try:
-        return tempfile.mkstemp(prefix=b"." + os.path.basename(dest) + b".", suffix=b".tmp",
-                                dir=folder)
-    except OSError as err:
-        raise BuildError(f"{show(dest)}: cannot write: {err.strerror}") from None
+    # What tempfile.mkstemp does (a new name, O_EXCL, mode 0600), without its import.
+    prefix = os.path.join(folder, b"." + os.path.basename(dest) + b".")
+    while True:
+        tmp = prefix + os.urandom(6).hex().encode() + b".tmp"
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise BuildError(f"{show(dest)}: cannot write: {err.strerror}") from None
 
 
 def build_image(source: str | bytes, dest: str | bytes, *, chunk_size: int = fmt.DEFAULT_CHUNK_SIZE,
@@ -642,7 +701,7 @@ def _build(source: bytes, dest: bytes, chunk_size: int, jobs: int, warn: Warn,
                 exclude[ours.st_dev, ours.st_ino] = False  # it may be in the tree
                 scan = _Scan(source, warn, exclude, chunk_size)
                 progress = _Progress(start, advance, scan)
-                with ThreadPoolExecutor(max_workers=1) as scanning:
+                with _Threads(1) as scanning:
                     running = scanning.submit(scan.run)
                     try:
                         writer = _write_data(fd, scan.found(running), chunk_size, jobs,
