@@ -286,6 +286,9 @@ class UserPager:
             if data is not None:
                 self._read_on(ino, offset, length)
                 return data
+            # A miss, which this thread will serve: the disk starts on the chunk's
+            # stored block now, while the Python up to the store's pread runs.
+            self.image.prefetch(ino, offset // self.image.chunk_size)
             packet = self._take_packet()
         self._serve_taken(packet)
         return None

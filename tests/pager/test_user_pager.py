@@ -687,3 +687,41 @@ def test_a_rule_armed_while_a_blocked_read_of_its_page_is_served_acts_on_the_nex
         assert got == [data[:PAGE]]
         assert outcome(vmo, 0, len(data)) == zx.ZX_ERR_IO
         assert outcome(vmo, 0, len(data)) == data[:PAGE]  # count=1
+
+
+class _Recording:
+    """A real image that notes which chunk calls reach it, in order."""
+
+    def __init__(self, image):
+        self._image = image
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name):
+        return getattr(self._image, name)
+
+    def prefetch(self, ino, index):
+        self.calls.append(("prefetch", index))
+        return self._image.prefetch(ino, index)
+
+    def read_chunk_pages(self, ino, index, first_page, npages, tamper=None):
+        self.calls.append(("read", index))
+        return self._image.read_chunk_pages(ino, index, first_page, npages, tamper)
+
+
+def test_a_miss_read_serves_itself_prefetches_its_chunk_before_reading_it(source):
+    import threading
+    data, image_path = source
+    with Image.open(image_path) as real:
+        image = _Recording(real)
+        with own_pager(image, threads=1, read_ahead=0) as up, file_vmo(up, b"f") as (ino, vmo):
+            got = []
+            assert up.read(ino, vmo, 9 * PAGE, PAGE, lambda status, out: got.append(out)) is None
+            assert got == [data[9 * PAGE:10 * PAGE]]
+            assert image.calls == [("prefetch", 2), ("read", 2)]  # 4 pages a chunk
+            # A hit asks the store nothing; a read the pager threads serve gets no hint.
+            image.calls.clear()
+            assert up.read(ino, vmo, 9 * PAGE, PAGE, None) == data[9 * PAGE:10 * PAGE]
+            ended = threading.Event()
+            assert up.read(ino, vmo, 18 * PAGE, 4 * PAGE, lambda status, out: ended.set()) is None
+            assert ended.wait(30)
+            assert not [call for call in image.calls if call[0] == "prefetch"]

@@ -172,3 +172,23 @@ def test_a_read_of_some_pages_of_a_chunk_preads_through_the_image_file_without_r
     for fd in (whole_fd, random_fd):
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+def test_prefetch_asks_the_host_for_the_chunks_stored_block_through_the_random_read_file(
+        pristine, monkeypatch):
+    """A prefetch hint is one POSIX_FADV_WILLNEED of the chunk's stored block on the
+    file random reads pread from, and reads nothing itself."""
+    advised: list[tuple] = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda *args: (advised.append(args), real(*args)))
+    monkeypatch.setattr(_codec_py, "read_block", None)  # a read would fail
+    img = Image.open(pristine, codec=_codec_py)
+    try:
+        ino = img.resolve("text")
+        block = img._chunk_entry(ino, 1)[0]
+        offset, stored, _ = img._blocks[block]
+        advised.clear()  # the open's own POSIX_FADV_RANDOM
+        assert img.prefetch(ino, 1) is None
+        assert advised == [(img._random_fd, offset, stored, os.POSIX_FADV_WILLNEED)]
+    finally:
+        img.close()
