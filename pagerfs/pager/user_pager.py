@@ -30,6 +30,8 @@ DEFAULT_THREADS = 4
 # Read-ahead threads: decompressing and verifying ahead of a sequential reader is the
 # mount's main CPU work, and lz4 and SHA-256 release the GIL, so one per core.
 AHEAD_THREADS = min(os.cpu_count() or 1, 4)
+# Chunks per read-ahead job (see _schedule_ahead).
+AHEAD_RUN = 2
 DEFAULT_BUDGET = 256 * 2**20
 # Below this, one 256 KiB FUSE read per blocked worker could evict its own first pages
 # before its last ones arrive, and readers would chase each other forever.
@@ -60,11 +62,11 @@ class UserPager:
         self.server = RequestServer(image, self.pager, self.stats, self.trace)
         if read_ahead is not None:
             self.server.read_ahead = read_ahead
-        # Sequential read-ahead runs on threads of its own, one chunk per job so that
-        # they share a stream's chunks, and the pager threads stay free for the
-        # requests readers are waiting on.
+        # Sequential read-ahead runs on threads of its own, in jobs of a few chunks
+        # (AHEAD_RUN) so that they share a stream's chunks, and the pager threads stay
+        # free for the requests readers are waiting on.
         self._ahead: queue.SimpleQueue = queue.SimpleQueue()
-        self._ahead_pending = 0  # read-ahead chunks queued or being read
+        self._ahead_pending = 0  # read-ahead jobs queued or being read
         self._serving_now = 0  # threads inside _serving()
         self._idle = threading.Condition()
         self.server.schedule = self._schedule_ahead
@@ -408,10 +410,14 @@ class UserPager:
             self._handle_safely(aux, packet)
 
     def _schedule_ahead(self, ino: int, indices: range) -> None:
+        # Jobs of AHEAD_RUN chunks: each job pays one wake-up, one hold of the file and
+        # of its rules' gate; each chunk is still supplied as soon as it is decoded, and
+        # a chunk no thread has started yet may still be taken back by a request.
+        jobs = [indices[k:k + AHEAD_RUN] for k in range(0, len(indices), AHEAD_RUN)]
         with self._idle:
-            self._ahead_pending += len(indices)
-        for index in indices:
-            self._ahead.put((ino, index))
+            self._ahead_pending += len(jobs)
+        for job in jobs:
+            self._ahead.put((ino, job))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no thread is serving a file and no read-ahead is queued (for tests
@@ -439,10 +445,10 @@ class UserPager:
         finally:
             zx.zx_handle_close(aux)
 
-    def _read_ahead(self, aux: int, ino: int, index: int) -> None:
+    def _read_ahead(self, aux: int, ino: int, indices: range) -> None:
         with self._serving(ino) as (handle, faults):
             if handle is not None:
-                self.server.serve_ahead(aux, ino, handle, (index,), faults)
+                self.server.serve_ahead(aux, ino, handle, indices, faults)
 
     def _handle(self, aux: int, packet) -> None:
         request = packet.page_request
