@@ -683,42 +683,62 @@ done:
 }
 
 PyDoc_STRVAR(read_files_doc,
-"read_files(paths, starts, lengths) -> list of bytes\n\n"
+"read_files(paths, starts, lengths, keyed=None) -> list of bytes\n\n"
 "For the builder: bytes [start, start + length) of each file, each opened (O_NOFOLLOW,\n"
 "O_NONBLOCK), read and closed in one call without the GIL, so that a batch of small\n"
 "files costs one GIL hand-off, not three per file. A result is shorter than asked\n"
 "when the file ended first. Raises OSError (with the path) for the first file that\n"
-"cannot be opened or read.");
+"cannot be opened or read.\n"
+"keyed (a sequence as long as paths): each result is (bytes, key) instead, key the\n"
+"SHA-256 of the bytes read where keyed[i] is true, else b'' (a small file's tail is\n"
+"hashed to find its duplicates, in the same call, not in Python holding the GIL).");
 
 static PyObject *
 read_files(PyObject *self, PyObject *args)
 {
-    PyObject *paths_o, *starts_o, *lengths_o;
-    if (!PyArg_ParseTuple(args, "OOO:read_files", &paths_o, &starts_o, &lengths_o))
+    PyObject *paths_o, *starts_o, *lengths_o, *keyed_o = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O:read_files", &paths_o, &starts_o, &lengths_o, &keyed_o))
         return NULL;
     PyObject *paths = PySequence_Fast(paths_o, "paths must be a sequence of bytes");
     PyObject *starts = paths ? PySequence_Fast(starts_o, "starts must be a sequence") : NULL;
     PyObject *lengths = starts ? PySequence_Fast(lengths_o, "lengths must be a sequence") : NULL;
+    PyObject *keyed = NULL;
+    if (lengths != NULL && keyed_o != Py_None)
+        keyed = PySequence_Fast(keyed_o, "keyed must be a sequence");
     PyObject *out = NULL;
     Py_ssize_t n = 0, *start = NULL, *want = NULL, *got = NULL;
     int *err = NULL;
-    if (lengths == NULL)
+    unsigned char *key = NULL;  /* 32 bytes per file; all zero: not keyed */
+    char *wants_key = NULL;
+    if (lengths == NULL || (keyed_o != Py_None && keyed == NULL))
         goto done;
     n = PySequence_Fast_GET_SIZE(paths);
-    if (PySequence_Fast_GET_SIZE(starts) != n || PySequence_Fast_GET_SIZE(lengths) != n) {
-        PyErr_SetString(PyExc_ValueError, "paths, starts and lengths differ in length");
+    if (PySequence_Fast_GET_SIZE(starts) != n || PySequence_Fast_GET_SIZE(lengths) != n
+        || (keyed != NULL && PySequence_Fast_GET_SIZE(keyed) != n)) {
+        PyErr_SetString(PyExc_ValueError, "paths, starts, lengths and keyed differ in length");
         goto done;
     }
     start = PyMem_Malloc((n ? n : 1) * sizeof *start);
     want = PyMem_Malloc((n ? n : 1) * sizeof *want);
     got = PyMem_Calloc(n ? n : 1, sizeof *got);
     err = PyMem_Calloc(n ? n : 1, sizeof *err);
+    wants_key = PyMem_Calloc(n ? n : 1, 1);
+    key = keyed ? PyMem_Malloc((n ? n : 1) * HASH) : NULL;
     out = PyList_New(n);
-    if (start == NULL || want == NULL || got == NULL || err == NULL || out == NULL) {
+    if (start == NULL || want == NULL || got == NULL || err == NULL || wants_key == NULL
+        || (keyed != NULL && key == NULL) || out == NULL) {
         if (out != NULL)
             PyErr_NoMemory();
         Py_CLEAR(out);
         goto done;
+    }
+    for (Py_ssize_t i = 0; keyed != NULL && i < n; i++) {
+        int truth = PyObject_IsTrue(PySequence_Fast_GET_ITEM(keyed, i));
+        if (truth < 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        wants_key[i] = (char)truth;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *path = PySequence_Fast_GET_ITEM(paths, i);
@@ -743,10 +763,13 @@ read_files(PyObject *self, PyObject *args)
         PyList_SET_ITEM(out, i, buf);
     }
     Py_ssize_t failed = -1;
+    int hash_failed = 0;
     /* The paths and buffers stay alive: `paths` (a list or tuple we hold) and `out`
      * (ours alone) reference them while the GIL is released. */
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && failed < 0; i++) {
+    EVP_MD_CTX *ctx = keyed ? EVP_MD_CTX_new() : NULL;
+    hash_failed = keyed != NULL && ctx == NULL;
+    for (Py_ssize_t i = 0; i < n && failed < 0 && !hash_failed; i++) {
         int fd = open(PyBytes_AS_STRING(PySequence_Fast_GET_ITEM(paths, i)),
                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
@@ -758,10 +781,19 @@ read_files(PyObject *self, PyObject *args)
         if (got[i] < 0) {
             err[i] = errno;
             failed = i;
+        } else if (wants_key[i]) {
+            hash_failed = sha256_cat(ctx, PyBytes_AS_STRING(PyList_GET_ITEM(out, i)),
+                                     (size_t)got[i], NULL, 0, key + i * HASH) < 0;
         }
         close(fd);
     }
+    EVP_MD_CTX_free(ctx);
     Py_END_ALLOW_THREADS
+    if (hash_failed) {
+        raise_for(HASH_FAILED, 0);
+        Py_CLEAR(out);
+        goto done;
+    }
     if (failed >= 0) {
         errno = err[failed];
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PySequence_Fast_GET_ITEM(paths, failed));
@@ -778,14 +810,27 @@ read_files(PyObject *self, PyObject *args)
             PyList_SetItem(out, i, short_);
         }
     }
+    for (Py_ssize_t i = 0; keyed != NULL && i < n; i++) {
+        PyObject *k = PyBytes_FromStringAndSize((const char *)key + i * HASH, wants_key[i] ? HASH : 0);
+        PyObject *pair = k ? PyTuple_Pack(2, PyList_GET_ITEM(out, i), k) : NULL;
+        Py_XDECREF(k);
+        if (pair == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SetItem(out, i, pair);  /* drops the list's reference to the bytes */
+    }
 done:
     Py_XDECREF(paths);
     Py_XDECREF(starts);
     Py_XDECREF(lengths);
+    Py_XDECREF(keyed);
     PyMem_Free(start);
     PyMem_Free(want);
     PyMem_Free(got);
     PyMem_Free(err);
+    PyMem_Free(wants_key);
+    PyMem_Free(key);
     return out;
 }
 

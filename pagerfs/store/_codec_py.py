@@ -126,9 +126,9 @@ def read_block(fd: int, offset: int, stored_len: int, raw_len: int, hashes, regi
     return data, _check(data, hashes, plan)
 
 
-def read_files(paths, starts, lengths) -> list[bytes]:
-    if not len(paths) == len(starts) == len(lengths):
-        raise ValueError("paths, starts and lengths differ in length")
+def read_files(paths, starts, lengths, keyed=None) -> list:
+    if not len(paths) == len(starts) == len(lengths) == len(lengths if keyed is None else keyed):
+        raise ValueError("paths, starts, lengths and keyed differ in length")
     out = []
     for path, start, length in zip(paths, starts, lengths):
         if start < 0 or length < 0:
@@ -148,7 +148,9 @@ def read_files(paths, starts, lengths) -> list[bytes]:
         except OSError as err:
             raise OSError(err.errno, err.strerror, path) from None
         out.append(b"".join(parts))
-    return out
+    if keyed is None:
+        return out
+    return [(data, sha256(data).digest() if want else b"") for data, want in zip(out, keyed)]
 
 
 def list_dir(path) -> list[tuple]:

@@ -264,6 +264,26 @@ def test_read_files_equals_the_oracle_and_names_the_file_it_cannot_read(tmp_path
         assert outcome(_codec, "read_files", *args)[1] in ("ValueError", "TypeError")
 
 
+def test_read_files_keyed_gives_the_sha256_of_what_was_read_where_asked(tmp_path):
+    rng = random.Random(14)
+    files = []
+    for i, size in enumerate([1, 4096, 70000, 5]):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(rng.randbytes(size))
+        files.append(bytes(path))
+    starts, lengths, keyed = [0, 100, 0, 0], [1, 3996, 70000, 50], [True, False, 1, True]
+    expected = []
+    for p, s, n, k in zip(files, starts, lengths, keyed):
+        data = Path(os.fsdecode(p)).read_bytes()[s : s + n]  # the last is short
+        expected.append((data, hashlib.sha256(data).digest() if k else b""))
+    for codec in CODECS:
+        assert codec.read_files(files, starts, lengths, keyed) == expected
+        assert codec.read_files(files, starts, lengths, [False] * 4) == [(d, b"") for d, _ in expected]
+    for args in [(files[:1], [0], [1], []), (files[:1], [0], [1], 5)]:
+        assert outcome(_codec, "read_files", *args)[1] in ("ValueError", "TypeError")
+        assert outcome(_codec_py, "read_files", *args)[1] in ("ValueError", "TypeError")
+
+
 def test_list_dir_equals_the_oracle_and_names_what_it_cannot_read(tmp_path):
     # Sorted as sorted() sorts bytes (high bytes after ASCII), every kind, a long link.
     for name in [b"b", b"a", b"\xc3\xa9", b"A", b"a.b", b"a-b"]:
