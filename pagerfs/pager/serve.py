@@ -69,6 +69,13 @@ class _Stream:
         """Whether a request starting at `page` carries the stream on."""
         return self.first_page <= page <= self.ahead_end
 
+    def passed(self, first: int, last: int) -> bool:
+        """Whether pages [first, last] lie behind where the stream's last request or
+        READ began, within what was planned: a request of the stream served late (a
+        READ's request that read-ahead completed after a pager thread had taken its
+        packet, or a READ overtaken by a later one), not a new stream."""
+        return first < self.first_page and last < self.ahead_end
+
 
 class _Claim:
     """A chunk handed to read-ahead. A request that needs it before read-ahead starts on
@@ -268,7 +275,8 @@ class RequestServer:
             return True
         with self._streams_lock:
             st = self._streams.get(req.ino)
-            return st is not None and st.continued_by(req.first_page)
+            return st is not None and (st.continued_by(req.first_page)
+                                       or st.passed(req.first_page, req.last_page))
 
     def _plan_ahead(self, req: Request) -> None:
         """If the request continues a sequential stream, hand the next chunks to the
@@ -291,6 +299,10 @@ class RequestServer:
         end = -(-(last_page + 1) // ppc) * ppc  # the chunk boundary served up to
         with self._streams_lock:
             st = self._streams.get(ino)
+            if st is not None and st.passed(first_page, last_page):
+                # Taken for a new stream, it would set read-ahead back to chunks
+                # read already, and they would be read again.
+                return
             if st is not None and st.continued_by(first_page):
                 start = max(end, st.ahead_end)
             elif first_page == 0:
@@ -299,7 +311,10 @@ class RequestServer:
                 if start_stream:
                     self._streams[ino] = _Stream(first_page, end)
                 return
-            behind = first_page // ppc
+            # Done claims are kept a window behind the stream's front: a request of
+            # the stream served late (passed) then re-supplies the chunk from its
+            # claim instead of reading it again.
+            behind = first_page // ppc - max(self.read_ahead // img.chunk_size, 1)
             for key in [k for k, c in self._claims.items()
                         if k[0] == ino and k[1] < behind and c.done.is_set()]:
                 del self._claims[key]
@@ -337,10 +352,10 @@ class RequestServer:
         key = (ino, index)
         with self._streams_lock:
             claim = self._claims.get(key)
-            if claim is not None and (not claim.started or claim.done.is_set()):
+            if claim is not None and not claim.started:
                 del self._claims[key]  # ours now; read-ahead will skip it
-                if not claim.started:
-                    claim = None
+                claim = None
+            # A done claim stays for other requests of the chunk (see plan_ahead).
         if claim is not None:
             claim.done.wait()
             if claim.data is not None:
@@ -383,8 +398,8 @@ class RequestServer:
                 except VmoGone:
                     return
             finally:
-                # A done claim stays (with its bytes) until a request takes it or the
-                # stream moves past it: a request raised just before the supply landed
+                # A done claim stays (with its bytes) until the stream is a window
+                # past it (plan_ahead): a request raised just before the supply landed
                 # then need not read the chunk again.
                 with self._streams_lock:
                     if claim.data is None and self._claims.get(key) is claim:
