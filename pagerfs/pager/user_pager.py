@@ -76,6 +76,10 @@ class UserPager:
         self._closing: list[int] = []
         self.close_batch = close_batch
         self._faults: dict[int, FaultSet] = {}
+        # Threads serving a file that had no rules when they began, by inode (see
+        # _serving); _faultset waits for them after making a file's first FaultSet.
+        self._plain: dict[int, int] = {}
+        self._plain_done = threading.Condition(self._lock)
         self._stop = threading.Event()
         # The aux VMO of whichever thread opens files (see open).
         self._open_aux = zx.zx_vmo_create(image.chunk_size, 0)
@@ -199,6 +203,11 @@ class UserPager:
             if faults is not None:
                 return faults
             faults = self._faults[ino] = FaultSet()
+            # A thread that found the file without rules may be serving it right now
+            # (see _serving); none starts now that the FaultSet is there, so this ends,
+            # and what the caller evicts next stays out.
+            while self._plain.get(ino):
+                self._plain_done.wait()
         # An open that found the file without rules may be supplying it right now (see
         # _supply_at_open): let it finish, so that what the caller evicts next stays out.
         with self._open_lock:
@@ -213,14 +222,18 @@ class UserPager:
             return self.drop_pages(ino, rule.first_page, rule.last_page)
 
     def clear_faults(self, ino: int) -> int:
-        faults = self._faultset(ino)
+        faults = self._faults.get(ino)
+        if faults is None:
+            return 0  # never had a rule: none to clear, and no FaultSet made for that
         with faults.changing():
             return sum(self.drop_pages(ino, rule.first_page, rule.last_page)
                        for rule in faults.clear())
 
     def remove_fault(self, ino: int, rule_id: int) -> bool:
         """Take one rule away (by the id fault_states gives); False if it is not there."""
-        faults = self._faultset(ino)
+        faults = self._faults.get(ino)
+        if faults is None:
+            return False
         with faults.changing():
             rule = faults.remove(rule_id)
             if rule is None:
@@ -471,18 +484,43 @@ class UserPager:
         """(the file's VMO, its rules) while a thread serves it; the VMO is None if the
         file was closed meanwhile (or, with wait=False, while its rules are changing).
         Holds a reference to the VMO and the rules' gate shared: a rule armed after this
-        sees its pages evicted, one armed before is seen by the serving."""
+        sees its pages evicted, one armed before is seen by the serving.
+
+        A file without rules (nearly all) is served without a FaultSet made for it (one
+        per file served, kept for the mount's life, cost ~1.4 KB each: most of what
+        serving a tree of small files left behind). The reference and the look for
+        rules are one hold of _lock; such a serve is counted in _plain instead, which
+        _faultset lets drain before a first rule's eviction, as the gate would."""
         with self._idle:
             self._serving_now += 1
         try:
-            handle = self._hold(ino)
+            with self._lock:
+                entry = self._vmos.get(ino)
+                if entry is None:
+                    handle = faults = None
+                else:
+                    entry.refs += 1
+                    handle = entry.handle
+                    faults = self._faults.get(ino)
+                    if faults is None:
+                        self._plain[ino] = self._plain.get(ino, 0) + 1
             if handle is None:
                 yield None, None
                 return
             try:
-                faults = self._faultset(ino)
-                with faults.serving(wait) as admitted:
-                    yield (handle if admitted else None), faults
+                if faults is None:
+                    try:
+                        yield handle, None
+                    finally:
+                        with self._lock:
+                            left = self._plain.pop(ino) - 1
+                            if left:
+                                self._plain[ino] = left
+                            else:
+                                self._plain_done.notify_all()
+                else:
+                    with faults.serving(wait) as admitted:
+                        yield (handle if admitted else None), faults
             finally:
                 self.close(ino)
         finally:

@@ -725,3 +725,53 @@ def test_a_miss_read_serves_itself_prefetches_its_chunk_before_reading_it(source
             assert up.read(ino, vmo, 18 * PAGE, 4 * PAGE, lambda status, out: ended.set()) is None
             assert ended.wait(30)
             assert not [call for call in image.calls if call[0] == "prefetch"]
+
+
+def test_serving_a_file_without_rules_makes_no_faultset_for_it(pager, source):
+    data, _ = source
+    with file_vmo(pager, b"f") as (ino, vmo):
+        assert zx.zx_vmo_read(vmo, 0, len(data)) == data
+        assert pager.wait_idle(30)
+        assert pager.clear_faults(ino) == 0 and pager.remove_fault(ino, 1) is False
+    assert pager._faults == {} and pager._plain == {}
+    assert pager.fault_states(ino) == []
+
+
+def test_a_rule_armed_while_a_thread_serves_the_file_without_rules_acts_next(pager, source):
+    """A pager thread serving a file that had no rules holds no rule gate; arming the
+    file's first rule must wait for that serve to end before evicting, or the page it
+    supplies would stay present and the rule would never see a request."""
+    data, _ = source
+    in_serve, go = threading.Event(), threading.Event()
+    real_serve = pager.server.serve
+
+    def held_serve(*args):
+        in_serve.set()
+        assert go.wait(30)
+        real_serve(*args)
+
+    armer_waits = threading.Event()
+    real_wait = pager._plain_done.wait
+
+    def watched_wait(*args):
+        armer_waits.set()
+        return real_wait(*args)
+
+    pager.server.serve = held_serve
+    pager._plain_done.wait = watched_wait
+    got = []
+    with file_vmo(pager, b"f") as (ino, vmo):
+        reader = threading.Thread(target=lambda: got.append(zx.zx_vmo_read(vmo, 0, PAGE)))
+        reader.start()
+        assert in_serve.wait(30)
+        armer = threading.Thread(target=pager.add_fault,
+                                 args=(ino, parse_rule("pages=0 error=IO count=1")))
+        armer.start()
+        while armer.is_alive() and not armer_waits.wait(0.05):
+            pass  # it either waits for the serve (right) or finishes without (wrong)
+        go.set()
+        reader.join(30)
+        armer.join(30)
+        pager.server.serve = real_serve
+        assert got == [data[:PAGE]]
+        assert outcome(vmo, 0, len(data)) == zx.ZX_ERR_IO
